@@ -1,0 +1,75 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from shared.bench import record, table, write_records
+from shared.demo import read_rows, write_row, write_summary
+from shared.runlog import RunLogger, plot_metrics, read_metrics, save_image_grid
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_metrics_csv_widens_when_a_column_appears_and_resumes(tmp_path):
+    log = RunLogger(tmp_path / "run", tensorboard=True, config={"lr": 0.1})
+    log.log(1, loss=2.0)
+    log.log(2, loss=1.5, val_loss=1.7)
+    log.log(3, loss=1.0)
+    log.close()
+    rows = _rows(tmp_path / "run" / "metrics.csv")
+    assert [r["step"] for r in rows] == ["1", "2", "3"]
+    assert rows[0]["val_loss"] == "" and float(rows[1]["val_loss"]) == 1.7
+    assert json.loads((tmp_path / "run" / "config.json").read_text()) == {"lr": 0.1}
+    assert any((tmp_path / "run" / "tensorboard").iterdir())
+    # a resumed run appends to the same file
+    log = RunLogger(tmp_path / "run", tensorboard=False)
+    log.log(4, loss=0.5)
+    assert [r["loss"] for r in _rows(tmp_path / "run" / "metrics.csv")] == ["2.0", "1.5", "1.0", "0.5"]
+    series = read_metrics(tmp_path / "run" / "metrics.csv")
+    assert series["val_loss"] == ([2.0], [1.7]) and series["loss"][1] == [2.0, 1.5, 1.0, 0.5]
+
+
+def test_disabled_logger_writes_nothing(tmp_path):
+    log = RunLogger(tmp_path / "rank1", enabled=False)
+    log.log(1, loss=1.0)
+    assert not (tmp_path / "rank1").exists()
+
+
+def test_plots_and_image_grids_are_png(tmp_path):
+    log = RunLogger(tmp_path, tensorboard=False)
+    for step in range(5):
+        log.log(step, loss=1.0 / (step + 1))
+    png = plot_metrics(tmp_path / "metrics.csv", tmp_path / "loss.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    grid = save_image_grid([[np.zeros((8, 8)), np.ones((8, 8))], [np.eye(8)]], tmp_path / "g.png",
+                           titles=["a", "b"])
+    assert grid.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_demo_rows_make_a_summary_table(tmp_path):
+    runs = tmp_path / "runs"
+    log = RunLogger(runs / "demo" / "m1" / "pretrain", tensorboard=False)
+    log.log(1, loss=1.0)
+    log.log(2, loss=0.5)
+    write_row("m1", runs=runs, data="sample CT", steps=2, final_loss=0.5, metric="AUC", pretrained=0.9,
+              random=0.6, wall_time_s=12.3, loss_csv=str(runs / "demo" / "m1" / "pretrain" / "metrics.csv"))
+    with pytest.raises(ValueError, match="unknown demo row fields"):
+        write_row("m2", runs=runs, colour="red")
+    text = write_summary(runs)
+    assert "| m1 | sample CT | 2 | 0.5 | AUC | 0.9 | 0.6 | 12.3 |" in text
+    assert (runs / "demo" / "m1_loss.png").is_file() and "m1_loss.png" in text
+    assert (runs / "demo" / "summary.md").read_text() == text
+    assert [r["method"] for r in read_rows(runs)] == ["m1"]
+
+
+def test_bench_records_are_validated_and_tabulated(tmp_path):
+    path = write_records("m1", [record("train_images_per_s", 12.5, "images/s", "cpu", {"batch": 4})], runs=tmp_path)
+    assert json.loads(path.read_text())[0] == {"name": "train_images_per_s", "value": 12.5, "unit": "images/s",
+                                               "device": "cpu", "config": {"batch": 4}}
+    assert "| m1 | train_images_per_s | 12.5 | images/s | cpu |" in table(tmp_path)
+    with pytest.raises(ValueError, match="lacks"):
+        write_records("m1", [{"name": "x", "value": 1}], runs=tmp_path)
