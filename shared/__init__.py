@@ -1,0 +1,12 @@
+"""Building blocks shared by two or more methods of the monorepo (no training framework).
+
+unet3d       the Models Genesis / Semantic Genesis / TransVW 3D U-Net family, original key layout
+weights      load_pretrained: every checkpoint layout of the five originals, with a match report
+losses       soft Dice (the seeds' smoothing) and its multi-class form
+checkpoint   atomic checkpoint writing, weights_only-safe RNG state for exact resumption
+distributed  torchrun/DDP set-up that also runs as one CPU process
+runlog       run folder: config, metrics CSV, TensorBoard, plots and image grids
+demo, bench  the `make demo` summary rows and `make bench` records
+export       `make export-<method>`: a method folder plus shared/ as a standalone copy
+sample_data  the seeded sample datasets in the originals' on-disk layouts
+"""

@@ -71,7 +71,7 @@ def _numpy_safe_globals():
     names = [np.dtype, type(np.dtype(np.float64)), type(np.dtype(np.float32)), type(np.dtype(np.int64))]
     for module in ("numpy._core.multiarray", "numpy.core.multiarray"):
         try:
-            names.append(getattr(__import__(module, fromlist=["scalar"]), "scalar"))
+            names.append(__import__(module, fromlist=["scalar"]).scalar)
         except (ImportError, AttributeError):
             pass
     return names
