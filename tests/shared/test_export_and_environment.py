@@ -57,8 +57,8 @@ def test_exported_copy_runs_on_its_own(method, tmp_path):
     assert "pytest" in (dest / "requirements.txt").read_text()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     # the copy's own modules are used, from a folder outside the repository
-    where = subprocess.run([sys.executable, "-c", f"import shared, {method}; print(shared.__file__, {method}.__file__)"],
-                           cwd=dest, env=env, capture_output=True, text=True, timeout=120)
+    code = f"import shared, {method}; print(shared.__file__, {method}.__file__)"
+    where = subprocess.run([sys.executable, "-c", code], cwd=dest, env=env, capture_output=True, text=True, timeout=120)
     assert where.returncode == 0, where.stderr[-2000:]
     assert all(str(dest) in p for p in where.stdout.split())
     smoke = subprocess.run([sys.executable, f"{method}/train.py", "--help"], cwd=dest, env=env,
