@@ -1,0 +1,14 @@
+"""Semantic Genesis self-discovery step 3: pattern classes -> ./Semantic_Genesis_data/*_fold<b>.0.npy."""
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `semantic_genesis` and `shared` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from shared.self_discovery.cli import pattern_generator_main
+
+DEFAULT_SAVE = "./Semantic_Genesis_data"  # the original's --save default (spec §7.1)
+
+if __name__ == "__main__":
+    pattern_generator_main(default_save=DEFAULT_SAVE)

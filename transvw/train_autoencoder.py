@@ -1,0 +1,12 @@
+"""TransVW self-discovery step 1: train the whole-volume 3D autoencoder (the original's flags)."""
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `transvw` and `shared` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from shared.self_discovery.cli import train_autoencoder_main
+
+if __name__ == "__main__":
+    train_autoencoder_main()
