@@ -14,16 +14,15 @@ Key mapping, for each checkpoint key:
    originals' misspelt `classficationNet.` ...). A key the model already has is never stripped, so an
    `smp.Unet` keeps its own `encoder.` keys while a torchvision ResNet gets them without the prefix.
 
-Loading is safe by default: `torch.load(weights_only=True)`, with NumPy scalars allow-listed (the
-Semantic Genesis and TransVW checkpoints store `best_loss` as numpy.float64). `trusted=True` unpickles
-anything and is only for files you trust.
+Loading is safe by default: `torch.load(weights_only=True)`, which refuses any pickled object but
+tensors and plain Python values. The released Semantic Genesis / TransVW checkpoints store `best_loss`
+as numpy.float64 and so need `trusted=True`, which unpickles anything: only for files you trust.
 """
 
 import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 DEFAULT_PREFIXES = ("module.", "model.", "backbone.", "encoder.", "student.", "teacher.", "net.",
@@ -66,17 +65,6 @@ class LoadReport:
         return "\n".join(lines)
 
 
-def _numpy_safe_globals():
-    """NumPy types that a scalar pickled by NumPy 1.x or 2.x refers to; rebuilding them runs no code."""
-    names = [np.dtype, type(np.dtype(np.float64)), type(np.dtype(np.float32)), type(np.dtype(np.int64))]
-    for module in ("numpy._core.multiarray", "numpy.core.multiarray"):
-        try:
-            names.append(__import__(module, fromlist=["scalar"]).scalar)
-        except (ImportError, AttributeError):
-            pass
-    return names
-
-
 def read_checkpoint(path, trusted=False, map_location="cpu"):
     """Read a checkpoint file (.pt, .pth, .pth.tar, .ckpt, .bin or .safetensors) onto `map_location`."""
     path = Path(path)
@@ -88,8 +76,7 @@ def read_checkpoint(path, trusted=False, map_location="cpu"):
     if trusted:
         return torch.load(path, map_location=map_location, weights_only=False)
     try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # UnpicklingError, or a RuntimeError wrapping it
         raise WeightLoadError(
             f"{path}: refused to unpickle it with weights_only=True ({type(err).__name__}: "

@@ -31,7 +31,7 @@ def test_raw_state_dict_loads_every_tensor():
     _assert_same_weights(src, dst)
 
 
-def test_released_semantic_genesis_layout_loads_with_numpy_scalars_by_default(tmp_path):
+def test_released_semantic_genesis_layout_needs_trusted_for_its_numpy_scalars(tmp_path):
     """DataParallel prefixes, projection/prototype heads, numpy.float64 entries: the released files."""
     src = YNet3D(width=4, cls_classes=5)
     sd = OrderedDict(("module." + k, v) for k, v in src.state_dict().items())
@@ -41,7 +41,9 @@ def test_released_semantic_genesis_layout_loads_with_numpy_scalars_by_default(tm
     torch.save({"epoch": 3, "state_dict": sd, "optimizer_state_dict": {}, "num_epoch_no_improvement": 0,
                 "best_loss": np.float64(0.25), "best_acc": np.float64(0.5)}, path)
     dst = _unet(7)
-    report = load_pretrained(dst, path, min_matched=1.0, verbose=False)
+    with pytest.raises(WeightLoadError, match="trusted=True"):
+        load_pretrained(dst, path, verbose=False)
+    report = load_pretrained(dst, path, min_matched=1.0, trusted=True, verbose=False)
     assert report.fraction == 1.0
     assert sorted(report.dropped) == ["module.projection_head.0.weight", "module.prototypes.weight"]
     assert all(k.startswith("module.clc_out.") for k in report.unexpected)

@@ -1,0 +1,328 @@
+"""Fine-tuning the Models Genesis family's 3D U-Net (Semantic Genesis, TransVW, Models Genesis weights).
+
+The two uses the originals' READMEs show, with their defects fixed (spec §6):
+
+- classification: the pre-trained encoder, global average pooling of the bottleneck and a Linear
+  layer giving logits, trained with BCEWithLogits (one class) or cross-entropy (several). The README's
+  TargetNet ran the whole U-Net and put a ReLU before the sigmoid, so it never predicted below 0.5;
+- segmentation: the pre-trained U-Net's sigmoid output trained with the READMEs' flattened soft Dice.
+
+Weights load through `shared.weights.load_pretrained`, which strips DataParallel's `module.`, drops
+`projection_head`/`prototypes` keys and prints the match report. Data: a folder of
+`{train,val,test}_x.npy` (N x X x Y x Z in [0, 1]) and `{train,val,test}_y.npy` (N labels, or N x X x Y x Z
+masks), or `--luna16 <root>` to cut nodule cubes from a LUNA16 tree (annotations.csv, candidates.csv).
+"""
+
+import argparse
+import csv
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm import tqdm
+
+from shared.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from shared.distributed import seed_everything
+from shared.losses import dice_coef_loss, dice_score
+from shared.runlog import RunLogger
+from shared.unet3d import UNet3D
+from shared.weights import load_pretrained
+
+SPLITS = ("train", "val", "test")
+
+
+class TargetNet(nn.Module):
+    """Pre-trained encoder -> global average pool -> Linear(16w -> n_class): N x n_class logits."""
+
+    def __init__(self, base_model, n_class=1):
+        super().__init__()
+        self.base_model = base_model
+        channels = base_model.down_tr512.ops[1].conv1.out_channels  # 512 at the original width
+        self.dense_1 = nn.Linear(channels, n_class)
+
+    def forward(self, x):
+        features = self.base_model.encode(x)                                  # N x 16w x X/8 x Y/8 x Z/8
+        return self.dense_1(torch.flatten(F.adaptive_avg_pool3d(features, 1), 1))  # N x n_class
+
+
+def roc_auc(scores, labels):
+    """Area under the ROC curve by the rank-sum statistic (ties get average ranks)."""
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(bool)
+    n_pos, n_neg = labels.sum(), (~labels).sum()
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    i = 0
+    while i < len(scores):  # average ranks over ties
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+# ------------------------------------------------------------------------------------------ data
+
+def _crop(volume, centre, size):
+    """size cube of `volume` centred at voxel `centre`, zero (air) outside the volume."""
+    out = np.zeros(size, dtype=np.float32)
+    start = [int(round(c)) - s // 2 for c, s in zip(centre, size)]
+    src = tuple(slice(max(0, a), min(d, a + s)) for a, s, d in zip(start, size, volume.shape))
+    dst = tuple(slice(sl.start - a, sl.stop - a) for sl, a in zip(src, start))
+    out[dst] = volume[src]
+    return out
+
+
+def _read_csv(path):
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found (a LUNA16 root holds annotations.csv and candidates.csv)")
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def luna16_nodule_cubes(root, size=(64, 64, 32), neg_per_pos=1, splits=(0.6, 0.2, 0.2), seed=0,
+                        masks=False):
+    """{split: (x, y)} nodule-presence cubes cut from a LUNA16 tree, split by patient.
+
+    Positives: every candidates.csv row of class 1; negatives: `neg_per_pos` class-0 candidates per
+    positive (at least one per scan). With `masks`, y is the N x X x Y x Z sphere mask of every
+    annotations.csv nodule inside the cube (the segmentation target) instead of the class.
+    """
+    import SimpleITK as sitk
+
+    from shared.ct_volumes import normalize_hu
+
+    root = Path(root)
+    candidates = _read_csv(root / "candidates.csv")
+    annotations = _read_csv(root / "annotations.csv")
+    files = {p.name[:-4]: p for p in sorted(root.glob("subset*/*.mhd"))}
+    if not files:
+        raise FileNotFoundError(f"{root}: no subset*/*.mhd scans")
+    rng = np.random.default_rng(seed)
+    series = sorted(files)
+    n_train = max(1, int(round(splits[0] * len(series))))
+    n_val = max(1, int(round(splits[1] * len(series))))
+    split_of = {series[i]: "train" if k < n_train else "val" if k < n_train + n_val else "test"
+                for k, i in enumerate(rng.permutation(len(series)))}
+    out = {s: ([], []) for s in SPLITS}
+    for uid in tqdm(series, desc="LUNA16 nodule cubes", leave=False):
+        rows = [r for r in candidates if r["seriesuid"] == uid]
+        pos = [r for r in rows if int(float(r["class"])) == 1]
+        neg = [r for r in rows if int(float(r["class"])) == 0]
+        if not rows:
+            continue
+        try:
+            image = sitk.ReadImage(str(files[uid]))
+        except RuntimeError as err:
+            warnings.warn(f"skipping unreadable {files[uid]}: {str(err).strip().splitlines()[-1]}", stacklevel=2)
+            continue
+        volume = normalize_hu(sitk.GetArrayFromImage(image).transpose(2, 1, 0))  # (x, y, z) in [0, 1]
+        spacing = np.asarray(image.GetSpacing())
+        nodules = [(np.asarray(image.TransformPhysicalPointToContinuousIndex(
+            [float(a["coordX"]), float(a["coordY"]), float(a["coordZ"])])), float(a["diameter_mm"]))
+            for a in annotations if a["seriesuid"] == uid]
+        n_neg = min(len(neg), max(1, neg_per_pos * len(pos)))
+        picked = pos + [neg[i] for i in rng.choice(len(neg), n_neg, replace=False)] if neg else pos
+        for r in picked:
+            centre = np.asarray(image.TransformPhysicalPointToContinuousIndex(
+                [float(r["coordX"]), float(r["coordY"]), float(r["coordZ"])]))
+            cube = _crop(volume, centre, size)
+            if masks:
+                grid = np.stack(np.meshgrid(*[np.arange(s) - s // 2 for s in size], indexing="ij"), -1)
+                mask = np.zeros(size, dtype=np.float32)
+                for c, diam in nodules:
+                    offset = (grid + np.round(centre) - c) * spacing  # mm from the nodule centre
+                    mask[np.linalg.norm(offset, axis=-1) <= diam / 2] = 1.0
+                label = mask
+            else:
+                label = int(float(r["class"]))
+            out[split_of[uid]][0].append(cube)
+            out[split_of[uid]][1].append(label)
+    result = {}
+    for s, (xs, ys) in out.items():
+        if not xs:
+            raise ValueError(f"{root}: no cubes for the {s} split ({len(series)} scans); use more scans")
+        result[s] = (np.stack(xs), np.asarray(ys, dtype=np.float32))
+    return result
+
+
+def load_split_arrays(data_dir):
+    """{split: (x, y)} from <data_dir>/<split>_x.npy and <split>_y.npy."""
+    data_dir = Path(data_dir)
+    result = {}
+    for s in SPLITS:
+        xp, yp = data_dir / f"{s}_x.npy", data_dir / f"{s}_y.npy"
+        for p in (xp, yp):
+            if not p.is_file():
+                raise FileNotFoundError(f"{p}: missing (expected {{train,val,test}}_{{x,y}}.npy in {data_dir})")
+        x, y = np.load(xp, mmap_mode="r"), np.load(yp, mmap_mode="r")
+        if x.ndim != 4 or len(y) != len(x):
+            raise ValueError(f"{xp}: expected N x X x Y x Z cubes with N labels in {yp}, got {x.shape} and {y.shape}")
+        result[s] = (np.array(x, dtype=np.float32), np.array(y, dtype=np.float32))
+    return result
+
+
+# ----------------------------------------------------------------------------------------- engine
+
+def build_parser(description, task, weights_name):
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data_dir", help="folder of {train,val,test}_x.npy and _y.npy")
+    src.add_argument("--luna16", help="LUNA16 root: cut nodule cubes around candidates/annotations")
+    p.add_argument("--weights", default=None,
+                   help=f"pre-trained checkpoint ({weights_name}, Genesis_Chest_CT.pt, ...); none = random init")
+    p.add_argument("--trusted", action="store_true", help="unpickle --weights with weights_only=False")
+    p.add_argument("--input_rows", type=int, default=64)
+    p.add_argument("--input_cols", type=int, default=64)
+    p.add_argument("--input_deps", type=int, default=32)
+    if task == "classification":
+        p.add_argument("--n_class", type=int, default=1, help="1: BCE on one logit; more: cross-entropy")
+        p.add_argument("--neg_per_pos", type=int, default=1, help="--luna16: negatives per positive")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--num_workers", type=int, default=0)
+    p.add_argument("--nb_epoch", type=int, default=100)
+    p.add_argument("--patience", type=int, default=20)
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"],
+                   help="the READMEs: SGD, momentum 0.9, no weight decay")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--standard_bn", action="store_true", help="BatchNorm with running statistics in eval")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output_dir", default=f"runs/finetune_{task}")
+    p.add_argument("--resume", nargs="?", const="auto", default=None)
+    p.add_argument("--device", default=None)
+    return p
+
+
+def build_model(task, args):
+    base = UNet3D(n_class=1, width=args.width, always_batch_stats=not args.standard_bn)
+    if args.weights:
+        print(f"loading {args.weights}:")
+        load_pretrained(base, args.weights, trusted=args.trusted)  # prints the match report
+    return TargetNet(base, args.n_class) if task == "classification" else base
+
+
+def _loss(task, out, y, n_class):
+    if task == "segmentation":
+        return dice_coef_loss(y, out)
+    if n_class == 1:
+        return F.binary_cross_entropy_with_logits(out[:, 0], y)
+    return F.cross_entropy(out, y.long())
+
+
+@torch.no_grad()
+def evaluate(model, loader, task, n_class, device):
+    """(mean loss, metric): AUC (binary) / accuracy (multi-class) / mean hard Dice (segmentation)."""
+    model.eval()
+    losses, scores, labels, dice = [], [], [], []
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        out = model(x)
+        losses.append(_loss(task, out, y, n_class).item() * len(x))
+        if task == "segmentation":
+            dice.append(dice_score((out > 0.5).float(), y.unsqueeze(1)).squeeze(1).cpu())
+        elif n_class == 1:
+            scores.append(torch.sigmoid(out[:, 0]).cpu())
+            labels.append(y.cpu())
+        else:
+            scores.append((out.argmax(1) == y.long()).float().cpu())
+    n = len(loader.dataset)
+    if task == "segmentation":
+        metric = float(torch.cat(dice).mean())
+    elif n_class == 1:
+        metric = roc_auc(torch.cat(scores).numpy(), torch.cat(labels).numpy())
+    else:
+        metric = float(torch.cat(scores).mean())
+    return sum(losses) / n, metric
+
+
+def run(args, task):
+    """Fine-tune and test; returns {'val_loss', 'test_loss', 'test_metric', 'metric'}."""
+    seed_everything(args.seed)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    size = (args.input_rows, args.input_cols, args.input_deps)
+    if args.luna16:
+        data = luna16_nodule_cubes(args.luna16, size, getattr(args, "neg_per_pos", 1), seed=args.seed,
+                                   masks=task == "segmentation")
+    else:
+        data = load_split_arrays(args.data_dir)
+    loaders = {}
+    for s, (x, y) in data.items():
+        ds = TensorDataset(torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y))
+        gen = torch.Generator().manual_seed(args.seed)
+        loaders[s] = DataLoader(ds, batch_size=args.batch_size, shuffle=s == "train", generator=gen,
+                                drop_last=s == "train" and len(ds) > args.batch_size, num_workers=args.num_workers)
+    n_class = getattr(args, "n_class", 1)
+    metric_name = "dice" if task == "segmentation" else ("auc" if n_class == 1 else "accuracy")
+    print(f"{task}: " + ", ".join(f"{s} {len(d[0])}" for s, d in data.items()) + f" cubes of {size}")
+
+    model = build_model(task, args).to(device)
+    if args.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), args.lr, momentum=0.9, weight_decay=0.0, nesterov=False)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), args.lr)
+    out_dir = Path(args.output_dir)
+    logger = RunLogger(out_dir, config=vars(args))
+    start, best, bad, step = 0, float("inf"), 0, 0
+    last = out_dir / "last.pt"
+    if args.resume:
+        path = last if args.resume == "auto" else Path(args.resume)
+        if path.is_file():
+            ckpt = load_checkpoint(path, map_location=device)
+            model.load_state_dict(ckpt["state_dict"])
+            optimizer.load_state_dict(ckpt["optimizer_state_dict"])
+            start, best, bad, step = ckpt["epoch"], ckpt["best_loss"], ckpt["num_epoch_no_improvement"], ckpt["step"]
+            set_rng_state(ckpt["rng_state"])
+            loaders["train"].generator.set_state(ckpt["loader_generator"])
+        elif args.resume != "auto":
+            raise FileNotFoundError(f"--resume {path}: no such checkpoint")
+    for epoch in range(start, args.nb_epoch):
+        t0 = time.time()
+        model.train()
+        total, count = 0.0, 0
+        for x, y in tqdm(loaders["train"], desc=f"epoch {epoch + 1}", leave=False):
+            x, y = x.to(device), y.to(device)
+            loss = _loss(task, model(x), y, n_class)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            total, count = total + loss.item() * len(x), count + len(x)
+        val_loss, val_metric = evaluate(model, loaders["val"], task, n_class, device)
+        logger.log(step, epoch=epoch + 1, train_loss=total / max(count, 1), val_loss=val_loss,
+                   **{f"val_{metric_name}": val_metric})
+        print(f"epoch {epoch + 1}: train {total / max(count, 1):.4f} val {val_loss:.4f} "
+              f"{metric_name} {val_metric:.4f} ({time.time() - t0:.1f}s)")
+        if val_loss < best:
+            best, bad = val_loss, 0
+            save_atomic({"epoch": epoch + 1, "state_dict": model.state_dict(), "best_loss": float(best),
+                         f"val_{metric_name}": float(val_metric)}, out_dir / "best.pt")
+        else:
+            bad += 1
+        save_atomic({"epoch": epoch + 1, "state_dict": model.state_dict(),
+                     "optimizer_state_dict": optimizer.state_dict(), "best_loss": float(best),
+                     "num_epoch_no_improvement": bad, "step": step, "rng_state": rng_state(),
+                     "loader_generator": loaders["train"].generator.get_state()}, last)
+        if bad >= args.patience:
+            print(f"early stopping after {epoch + 1} epochs")
+            break
+    if (out_dir / "best.pt").is_file():
+        model.load_state_dict(load_checkpoint(out_dir / "best.pt", map_location=device)["state_dict"])
+    test_loss, test_metric = evaluate(model, loaders["test"], task, n_class, device)
+    logger.log(step, test_loss=test_loss, **{f"test_{metric_name}": test_metric})
+    logger.close()
+    print(f"test: loss {test_loss:.4f} {metric_name} {test_metric:.4f}")
+    return {"val_loss": best, "test_loss": test_loss, "test_metric": test_metric, "metric": metric_name}
+
+
+def main(task, description, weights_name, argv=None):
+    args = build_parser(description, task, weights_name).parse_args(argv)
+    return run(args, task)

@@ -1,0 +1,317 @@
+"""Pre-training of Semantic Genesis and TransVW: self-classification + self-restoration (spec §5).
+
+The two originals' `pytorch/train.py` are one program with two names; each method folder's train.py
+passes its name and defaults to `build_parser` and `main` here.
+
+    loss = lambda_rec * MSE(restored, target) + lambda_cls * CE(logits, class)     (exp 'en_de', YNet3D)
+    loss = CE(logits, class)                                                      (exp 'en', encoder only)
+
+Adam(lr), StepLR(40, 0.5) stepped after each epoch, early stopping on the validation loss (patience 50).
+Runs on CPU, one GPU, or N GPUs/nodes under torchrun (DDP; rank 0 logs and writes).
+"""
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from shared.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from shared.distributed import barrier, cleanup, init_distributed, seed_everything
+from shared.genesis_data import EpochBatches, RestorationBatches, batch_rng, load_patterns
+from shared.restoration import TRANSFORMS, central_slices, restoration_pair
+from shared.runlog import RunLogger, save_image_grid
+from shared.unet3d import ClassificationNet3D, YNet3D
+from shared.weights import load_pretrained
+
+ORIGINAL_KEYS = ("epoch", "state_dict", "optimizer_state_dict", "num_epoch_no_improvement", "best_loss",
+                 "best_acc")
+LAST = "last.pt"
+
+
+def build_parser(description, exp_name, data_dir=None):
+    """The original flags with their defaults, then this re-implementation's additions."""
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data_dir", default=data_dir, help="folder of the pattern generator's .npy files")
+    p.add_argument("--exp", default="en_de", choices=["en_de", "en"],
+                   help="en_de: YNet3D (restoration + classification); en: encoder + head only")
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--num_workers", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (the original ignored it)")
+    p.add_argument("--cls_classes", type=int, default=44)
+    p.add_argument("--nb_instances", type=int, default=200)
+    p.add_argument("--nb_val_instances", type=int, default=30)
+    p.add_argument("--nb_multires_patch", type=int, default=3)
+    p.add_argument("--lambda_rec", type=float, default=1.0)
+    p.add_argument("--lambda_cls", type=float, default=0.01)
+    p.add_argument("--multi_gpu", action="store_true",
+                   help="accepted for compatibility; use torchrun for several GPUs (DDP)")
+    p.add_argument("--pre_path", default=None, help="warm start from this checkpoint (e.g. an 'en' run)")
+    p.add_argument("--input_rows", type=int, default=64)
+    p.add_argument("--input_cols", type=int, default=64)
+    p.add_argument("--input_deps", type=int, default=32)
+    p.add_argument("--verbose", type=int, default=1)
+    p.add_argument("--notes", default=None)
+    # additions
+    p.add_argument("--output_dir", default="Checkpoints",
+                   help="run folder root; checkpoints go to <output_dir>/<exp>/ as in the original")
+    p.add_argument("--exp_name", default=exp_name, help="checkpoint file stem")
+    p.add_argument("--nb_epoch", type=int, default=10000)
+    p.add_argument("--patience", type=int, default=50)
+    p.add_argument("--step_size", type=int, default=40, help="StepLR period (epochs)")
+    p.add_argument("--gamma", type=float, default=0.5, help="StepLR factor")
+    p.add_argument("--width", type=int, default=32, help="first conv's channels (32 = the original)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", nargs="?", const="auto", default=None,
+                   help=f"continue from a checkpoint ('auto': <output_dir>/<exp>/{LAST})")
+    p.add_argument("--warped_target", action="store_true",
+                   help="restore the elastically warped cube (the original restores the undeformed one)")
+    p.add_argument("--transform_on", default="auto", choices=["auto", "device", "workers"],
+                   help="where the restoration transforms run (auto: the GPU when training on one)")
+    p.add_argument("--amp", default="auto", choices=["auto", "on", "off"], help="bf16 autocast (auto: on GPU)")
+    p.add_argument("--standard_bn", action="store_true",
+                   help="BatchNorm with running statistics in eval mode (the original always uses batch stats)")
+    p.add_argument("--keep_blank_resolutions", action="store_true",
+                   help="train on all-zero resolution files too, as the original did")
+    p.add_argument("--max_steps", type=int, default=None, help="stop after this many training steps")
+    p.add_argument("--n_images", type=int, default=4, help="cubes in the per-epoch PNG grid")
+    p.add_argument("--trusted", action="store_true", help="allow unpickling --pre_path with weights_only=False")
+    p.add_argument("--wandb", default=None, help="wandb project (off by default)")
+    p.add_argument("--device", default=None, help="force a device (cpu, cuda, cuda:1)")
+    return p
+
+
+def build_model(exp, cls_classes, width=32, standard_bn=False):
+    if exp == "en_de":
+        return YNet3D(n_class=1, cls_classes=cls_classes, width=width, always_batch_stats=not standard_bn)
+    return ClassificationNet3D(cls_classes=cls_classes, width=width, always_batch_stats=not standard_bn)
+
+
+def genesis_loss(model_out, target, labels, lambda_rec=1.0, lambda_cls=0.01):
+    """(total, mse, ce): lambda_rec * MSE + lambda_cls * CE for 'en_de'; CE alone for 'en' (logits only)."""
+    if isinstance(model_out, tuple):
+        restored, logits = model_out
+        mse = F.mse_loss(restored.float(), target)
+        ce = F.cross_entropy(logits.float(), labels)
+        return lambda_rec * mse + lambda_cls * ce, mse, ce
+    ce = F.cross_entropy(model_out.float(), labels)
+    return ce, torch.zeros_like(ce), ce
+
+
+def checkpoint_dict(model, optimizer, epoch, no_improvement, best_loss, best_acc):
+    """The original's six keys, holding tensors and plain Python numbers only."""
+    return {"epoch": int(epoch), "state_dict": model.state_dict(),
+            "optimizer_state_dict": optimizer.state_dict(),
+            "num_epoch_no_improvement": int(no_improvement), "best_loss": float(best_loss),
+            "best_acc": float(best_acc)}
+
+
+class Trainer:
+    """Holds the model, optimiser, schedule, loaders and early-stopping state of one run."""
+
+    def __init__(self, args, info=None):
+        self.args = args
+        self.info = info or init_distributed(device=args.device)
+        self.device = self.info.device
+        seed_everything(args.seed, self.info.rank)
+        self.run_dir = Path(args.output_dir) / args.exp
+        self.ckpt_path = self.run_dir / f"{args.exp_name}.pt"
+        self.on_device = args.transform_on == "device" or (args.transform_on == "auto" and self.device.type == "cuda")
+        self.amp = args.amp == "on" or (args.amp == "auto" and self.device.type == "cuda")
+
+        if args.data_dir is None:
+            raise ValueError("--data_dir is required (the pattern generator's output folder)")
+        self.train_cubes, self.val_cubes = load_patterns(
+            args.data_dir, args.cls_classes, args.nb_instances, args.nb_val_instances, args.nb_multires_patch,
+            skip_blank=not args.keep_blank_resolutions)
+        self.model = build_model(args.exp, args.cls_classes, args.width, args.standard_bn).to(self.device)
+        if args.pre_path:
+            print(f"--pre_path {args.pre_path}:")
+            load_pretrained(self.model, args.pre_path, trusted=args.trusted, verbose=self.info.is_main)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=args.lr)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=args.step_size, gamma=args.gamma)
+        self.net = self.model
+        if self.info.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if args.multi_gpu and not self.info.distributed:
+            print("note: --multi_gpu (DataParallel) is replaced by DDP; launch with torchrun for several GPUs")
+
+        self.start_epoch, self.step = 0, 0
+        self.best_loss, self.best_acc, self.no_improvement = 100000.0, 0.0, 0
+        self.logger = RunLogger(self.run_dir, wandb=args.wandb, enabled=self.info.is_main,
+                                config={k: v for k, v in vars(args).items()})
+        if args.resume:
+            self.resume(args.resume)
+        self.train_loader, self.train_batches = self._loader(self.train_cubes, "train", shuffle=True)
+        self.val_loader, self.val_batches = self._loader(self.val_cubes, "val", shuffle=True)
+
+    def _loader(self, cubes, split, shuffle):
+        a = self.args
+        batches = EpochBatches(len(cubes), a.batch_size, shuffle, a.seed, self.info.rank, self.info.world_size)
+        data = RestorationBatches(cubes, split, a.seed, self.info.rank, transform=not self.on_device,
+                                  warped_target=a.warped_target)
+        loader = DataLoader(data, batch_size=None, sampler=batches, num_workers=a.num_workers,
+                            pin_memory=self.device.type == "cuda", persistent_workers=a.num_workers > 0)
+        return loader, batches
+
+    # ------------------------------------------------------------------------------------ state
+    def state(self, epoch):
+        """What --resume needs on top of the original six keys."""
+        ckpt = checkpoint_dict(self.model, self.optimizer, epoch, self.no_improvement, self.best_loss,
+                               self.best_acc)
+        ckpt.update(scheduler_state_dict=self.scheduler.state_dict(), global_step=int(self.step),
+                    rng_state=rng_state())
+        return ckpt
+
+    def resume(self, path):
+        path = self.run_dir / LAST if path == "auto" else Path(path)
+        if not path.is_file():
+            if self.args.resume == "auto":
+                print(f"--resume: no {path} yet, starting from scratch")
+                return
+            raise FileNotFoundError(f"--resume {path}: no such checkpoint")
+        ckpt = load_checkpoint(path, map_location=self.device)
+        missing = [k for k in ("state_dict", "optimizer_state_dict", "epoch") if k not in ckpt]
+        if missing:
+            raise ValueError(f"{path}: not a pre-training checkpoint (missing {missing})")
+        self.model.load_state_dict(ckpt["state_dict"])
+        self.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
+        if "scheduler_state_dict" in ckpt:
+            self.scheduler.load_state_dict(ckpt["scheduler_state_dict"])
+        self.start_epoch = int(ckpt["epoch"])
+        self.best_loss, self.best_acc = float(ckpt["best_loss"]), float(ckpt.get("best_acc", 0.0))
+        self.no_improvement = int(ckpt["num_epoch_no_improvement"])
+        self.step = int(ckpt.get("global_step", 0))
+        if "rng_state" in ckpt:
+            set_rng_state(ckpt["rng_state"])
+        print(f"resumed from {path} at epoch {self.start_epoch} (best loss {self.best_loss:.5f})")
+
+    # ------------------------------------------------------------------------------------- loop
+    def _prepare(self, batch, split):
+        if self.on_device:
+            cubes = batch["cubes"].to(self.device, non_blocking=True)
+            rng = batch_rng(self.args.seed, split, self.info.rank, batch["epoch"], batch["batch"])
+            inputs, targets, choice = restoration_pair(cubes, rng, warped_target=self.args.warped_target)
+        else:
+            inputs = batch["inputs"].to(self.device, non_blocking=True)
+            targets = batch["targets"].to(self.device, non_blocking=True)
+            choice = batch["choice"]
+        return inputs, targets, batch["labels"].to(self.device), choice
+
+    def _forward(self, inputs, targets, labels):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            out = self.net(inputs)
+        return out, genesis_loss(out, targets, labels, self.args.lambda_rec, self.args.lambda_cls)
+
+    def train_epoch(self, epoch):
+        self.net.train()
+        self.train_batches.set_epoch(epoch)
+        sums = torch.zeros(4, device=self.device)  # loss, mse, ce, n
+        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1} train", disable=not self.info.is_main,
+                   leave=False)
+        for batch in bar:
+            inputs, targets, labels, _ = self._prepare(batch, "train")
+            _, (loss, mse, ce) = self._forward(inputs, targets, labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.step += 1
+            n = inputs.shape[0]
+            sums += torch.stack([loss.detach() * n, mse.detach() * n, ce.detach() * n,
+                                 torch.tensor(float(n), device=self.device)])
+            if self.step % 5 == 0 or self.step == 1:
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+                self.logger.log(self.step, train_loss=loss.item(), train_mse=mse.item(), train_ce=ce.item())
+            if self.args.max_steps and self.step >= self.args.max_steps:
+                break
+        sums = _all_reduce(sums)
+        return (sums[:3] / sums[3].clamp(min=1)).tolist()
+
+    @torch.no_grad()
+    def validate(self, epoch):
+        self.net.eval()
+        self.val_batches.set_epoch(0)  # the same batches every epoch, so losses compare across epochs
+        sums = torch.zeros(5, device=self.device)  # loss, mse, ce, correct, n
+        picture = None
+        for batch in tqdm(self.val_loader, desc=f"epoch {epoch + 1} val", disable=not self.info.is_main,
+                          leave=False):
+            inputs, targets, labels, choice = self._prepare(batch, "val")
+            out, (loss, mse, ce) = self._forward(inputs, targets, labels)
+            logits = out[1] if isinstance(out, tuple) else out
+            n = inputs.shape[0]
+            sums += torch.stack([loss * n, mse * n, ce * n, (logits.argmax(1) == labels).sum().float(),
+                                 torch.tensor(float(n), device=self.device)])
+            if picture is None and isinstance(out, tuple):
+                k = self.args.n_images
+                picture = (targets[:k], inputs[:k], out[0][:k].float(), choice[:k])
+        sums = _all_reduce(sums)
+        n = sums[4].clamp(min=1)
+        if picture is not None and self.info.is_main and self.args.n_images > 0:
+            self.save_picture(epoch, *picture)
+        return (sums[0] / n).item(), (sums[1] / n).item(), (sums[2] / n).item(), (sums[3] / n).item()
+
+    def save_picture(self, epoch, original, transformed, restored, choice):
+        rows = [list(r) for r in zip(central_slices(original), central_slices(transformed),
+                                     central_slices(restored))]
+        save_image_grid(rows, self.run_dir / "images" / f"epoch_{epoch + 1:04d}.png",
+                        titles=["original", "transformed", "restored"],
+                        row_labels=[TRANSFORMS[int(c)] for c in choice], vmin=0, vmax=1)
+
+    def fit(self):
+        a = self.args
+        if self.info.is_main:
+            print(f"{len(self.train_cubes)} training / {len(self.val_cubes)} validation cubes of "
+                  f"{self.train_cubes.cube_shape}; {sum(p.numel() for p in self.model.parameters()):,} "
+                  f"parameters; transforms on {'the device' if self.on_device else 'the loader workers'}")
+        for epoch in range(self.start_epoch, a.nb_epoch):
+            t0 = time.time()
+            train_loss, train_mse, train_ce = self.train_epoch(epoch)
+            val_loss, val_mse, val_ce, val_acc = self.validate(epoch)
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.logger.log(self.step, epoch=epoch + 1, train_loss_epoch=train_loss, val_loss=val_loss,
+                            val_mse=val_mse, val_ce=val_ce, val_acc=val_acc, lr=lr)
+            improved = val_loss < self.best_loss
+            if improved:
+                self.best_loss, self.best_acc, self.no_improvement = val_loss, val_acc, 0
+                if self.info.is_main:
+                    save_atomic(checkpoint_dict(self.model, self.optimizer, epoch + 1, 0, val_loss, val_acc),
+                                self.ckpt_path)
+            else:
+                self.no_improvement += 1
+            if self.info.is_main:
+                print(f"epoch {epoch + 1}: train {train_loss:.5f} (mse {train_mse:.5f}, ce {train_ce:.4f}) "
+                      f"val {val_loss:.5f} acc {val_acc:.3f} lr {lr:.2e} {time.time() - t0:.1f}s"
+                      + (f" -> saved {self.ckpt_path}" if improved else
+                         f" (no improvement for {self.no_improvement} epochs)"))
+            stop = self.no_improvement >= a.patience or (a.max_steps and self.step >= a.max_steps)
+            self.scheduler.step()
+            if self.info.is_main:
+                save_atomic(self.state(epoch + 1), self.run_dir / LAST)
+            barrier()
+            if stop:
+                if self.info.is_main and self.no_improvement >= a.patience:
+                    print(f"early stopping: no improvement for {a.patience} epochs")
+                break
+        self.logger.close()
+        return {"best_loss": self.best_loss, "best_acc": self.best_acc, "steps": self.step}
+
+
+def _all_reduce(t):
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(t)
+    return t
+
+
+def main(args):
+    """Run one pre-training from parsed arguments; returns the summary dict."""
+    info = init_distributed(device=args.device)
+    try:
+        return Trainer(args, info).fit()
+    finally:
+        cleanup()
+
