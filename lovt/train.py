@@ -1,0 +1,163 @@
+"""LoVT / ConVIRT / CLIP pre-training (Hydra + PyTorch Lightning).
+
+    python lovt/train.py +experiment=LoVT_100 [dataset_path=<prepared MIMIC-CXR dataset>] [key=value ...]
+    python lovt/train.py +experiment=ablation/no_spatial trainer.devices=4      # Lightning DDP
+    python lovt/train.py +experiment=LoVT_100 hydra.run.dir=<run> resume=last  # continue a run
+
+Writes the run folder (hydra/ config, metrics.csv, tensorboard/, checkpoints/, plots/), then exports the best
+checkpoint's ResNet as checkpoints/backbone_weights.pt and moves the run to <models.base_path>/pretraining/<name>.
+"""
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `lovt` and `shared` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import logging
+import warnings
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from lovt.datamodule import PretrainDataModule
+from lovt.engine import BiModalModelRepresentationLearner
+from lovt.export import finalize_run
+from lovt.models.config import model_config, register_configs
+from lovt.online_eval import build_online_evaluators
+from lovt.plots import plot_attention_examples
+from shared.checkpoint import rng_state, save_atomic, set_rng_state
+
+log = logging.getLogger(__name__)
+CONFIG_DIR = str(Path(__file__).resolve().parent / "configs")
+register_configs()
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints written through a temporary file + rename (a killed run keeps the previous one)."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        save_atomic(checkpoint, path)
+
+
+class RngStateCallback(Callback):
+    """Puts the python/numpy/torch RNG states into every checkpoint so that a resumed run draws the same
+    augmentations, dropout masks and shuffles as an uninterrupted one."""
+
+    def state_dict(self):
+        return {"rng": rng_state()}
+
+    def load_state_dict(self, state_dict):
+        if "rng" in state_dict:
+            set_rng_state(state_dict["rng"])
+
+
+class AttentionPlotCallback(Callback):
+    """After every validation epoch: each sentence's attention over the image regions for a few studies (PNG)."""
+
+    def __init__(self, out_dir, max_examples: int = 4):
+        self.out_dir, self.max_examples = Path(out_dir), max_examples
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if trainer.sanity_checking or not trainer.is_global_zero or not pl_module.attention_examples:
+            return
+        plot_attention_examples(pl_module.attention_examples[: self.max_examples], self.out_dir,
+                                trainer.current_epoch)
+
+
+def trainer_kwargs(cfg: DictConfig, has_global_loss: bool = True) -> dict:
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if not has_global_loss and kwargs.get("strategy") in ("ddp", "auto") and (
+            kwargs.get("devices") not in (1, "1", [0]) or kwargs.get("num_nodes", 1) > 1):
+        kwargs["strategy"] = "ddp_find_unused_parameters_true"  # the global heads get no gradient (no_g)
+    cuda = torch.cuda.is_available() and kwargs.get("accelerator", "auto") in ("auto", "gpu", "cuda")
+    if not cuda and str(kwargs.get("precision")) in ("16", "16-mixed"):
+        warnings.warn("fp16 mixed precision needs CUDA: training in 32-true on this machine", stacklevel=2)
+        kwargs["precision"] = "32-true"
+    if cfg.debug:
+        kwargs.update(fast_dev_run=True, accelerator="cpu", devices=1, precision="32-true")
+    return kwargs
+
+
+def run_training(cfg: DictConfig, run_dir, datasets=None) -> dict:
+    """Build everything from the composed config, fit, export. Returns paths and the best score.
+
+    datasets: optional {"train", "validation"} datasets used instead of `pretrain_dataset` (tests, benchmarks).
+    """
+    run_dir = Path(run_dir)
+    if cfg.print_config:
+        log.info("config:\n%s", OmegaConf.to_yaml(cfg))
+    pl.seed_everything(cfg.seed, workers=True)
+    pretrain_cfg = model_config(cfg.pretrain_model)
+    base = cfg.models.base_path
+    target = Path(base) / cfg.models.pretrained_models_folder / cfg.name if base and cfg.export_run else None
+    if target is not None and target.exists() and target.resolve() != run_dir.resolve() and not cfg.debug:
+        raise FileExistsError(f"{target} already exists: choose another name=... or remove it before training")
+
+    perf = cfg.get("performance") or {}
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = bool(perf.get("cudnn_benchmark", False))
+        torch.set_float32_matmul_precision(perf.get("matmul_precision", "highest"))
+    num_workers = 0 if cfg.debug else cfg.num_dataloader_workers
+    module = BiModalModelRepresentationLearner(cfg.pretrain_model, dataset=cfg.pretrain_dataset,
+                                               num_workers=num_workers, models_base_path=base)
+    if torch.cuda.is_available() and perf.get("channels_last", False):
+        module.model.model_a.encoder.use_channels_last()
+    data = PretrainDataModule(datasets or cfg.pretrain_dataset, pretrain_cfg, num_workers=num_workers,
+                              dataset_path=cfg.dataset_path)
+
+    callbacks, checkpoint_cb = [RngStateCallback()], None
+    for key, node in (cfg.get("callback") or {}).items():
+        if key == "model_checkpoint":
+            checkpoint_cb = instantiate(node, dirpath=str(run_dir / node.dirpath))
+            callbacks.append(checkpoint_cb)
+        else:
+            callbacks.append(instantiate(node))
+    callbacks += build_online_evaluators(cfg.get("online_eval"))
+    if cfg.attention_plots:
+        callbacks.append(AttentionPlotCallback(run_dir / "plots", cfg.attention_plots))
+    loggers = [instantiate(node, save_dir=str(run_dir)) for node in (cfg.get("logger") or {}).values()]
+
+    kwargs = trainer_kwargs(cfg, has_global_loss=pretrain_cfg.g_alignment is not None)
+    trainer = pl.Trainer(**kwargs, max_epochs=pretrain_cfg.max_epochs, callbacks=callbacks, logger=loggers,
+                         default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()])
+    for lg in loggers:
+        lg.log_hyperparams({"name": cfg.name, "pretrain_dataset": cfg.pretrain_dataset,
+                            "trainable_params": sum(p.numel() for p in module.parameters() if p.requires_grad),
+                            "total_params": sum(p.numel() for p in module.parameters())})
+    resume = cfg.resume
+    if resume == "last":
+        resume = str(run_dir / "checkpoints" / "last.ckpt")
+    trainer.fit(module, datamodule=data, ckpt_path=resume)
+
+    result = {"run_dir": str(run_dir), "trainer": trainer, "module": module}
+    if checkpoint_cb is not None:
+        score = checkpoint_cb.best_model_score
+        result["best_score"] = None if score is None else float(score)
+        result["best_model_path"] = checkpoint_cb.best_model_path
+    if trainer.is_global_zero and checkpoint_cb is not None and not cfg.debug:
+        best = checkpoint_cb.best_model_path or checkpoint_cb.last_model_path
+        best_epoch = None
+        if best and "epoch=" in Path(best).name:
+            best_epoch = int(Path(best).stem.split("epoch=")[1])
+        final = finalize_run(run_dir, cfg.name, best or None, result.get("best_score"), best_epoch,
+                             models_base_path=base if cfg.export_run else None,
+                             pretrained_models_folder=cfg.models.pretrained_models_folder)
+        result["run_dir"] = str(final)
+        log.info("run folder: %s", final)
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train_representation")
+def main(cfg: DictConfig):
+    from hydra.core.hydra_config import HydraConfig
+
+    run_training(cfg, HydraConfig.get().runtime.output_dir)
+
+
+if __name__ == "__main__":
+    main()
