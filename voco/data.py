@@ -1,0 +1,378 @@
+"""VoCo data: dataset lists, the MONAI pre-processing, base/random crops with overlap labels, loaders.
+
+Geometry (defaults are the original's): every volume becomes one `(n*R, n*R, R)` working volume
+(n = num_crops = 4, R = base_roi = 96: 384x384x96); the n x n base crops tile the axial plane, each
+R^3 over the full depth; `sw_batch_size` random R^3 crops have integer centres in [R/2, n*R - R/2);
+every crop is resized to `roi_small`^3 (64) and augmented on its own. A random crop's label for base
+crop k is the fraction of its axial area that k covers, so each label row sums to 1.
+"""
+
+import functools
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.transforms import (
+    Compose,
+    CropForegroundd,
+    EnsureChannelFirstd,
+    LoadImaged,
+    MapTransform,
+    Orientationd,
+    RandCropByPosNegLabeld,
+    RandFlip,
+    RandFlipd,
+    RandRotate90,
+    RandRotate90d,
+    RandScaleIntensityd,
+    RandShiftIntensity,
+    RandShiftIntensityd,
+    Resize,
+    Resized,
+    ScaleIntensityRanged,
+    Spacingd,
+    SpatialPadd,
+)
+
+# ---------------------------------------------------------------------------------------------
+# dataset lists (MONAI decathlon json: {"training": [{"image": "relative/path.nii.gz"}, ...]})
+
+
+def load_datalist(json_path, data_dir=None, key="training", keys=("image",)):
+    """Read one list of a decathlon-style json; paths are joined to `data_dir` (default: the json's
+    folder). Every error names the json and the entry; missing files are reported all at once."""
+    json_path = Path(json_path)
+    if not json_path.is_file():
+        raise FileNotFoundError(f"dataset list not found: {json_path}")
+    try:
+        spec = json.loads(json_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{json_path}: not valid json ({err})") from err
+    if key not in spec:
+        raise KeyError(f"{json_path}: no {key!r} list (it has {sorted(spec)})")
+    root = Path(data_dir) if data_dir is not None else json_path.parent
+    items, missing = [], []
+    for i, entry in enumerate(spec[key]):
+        if isinstance(entry, str):
+            entry = {"image": entry}
+        for k in keys:
+            if k not in entry:
+                raise KeyError(f"{json_path}: {key}[{i}] has no {k!r} entry ({entry})")
+        item = {k: str(root / entry[k]) for k in keys}
+        missing += [item[k] for k in keys if not Path(item[k]).exists()]
+        items.append(item)
+    if missing:
+        shown = "\n  ".join(missing[:10]) + (f"\n  ... (+{len(missing) - 10})" if len(missing) > 10 else "")
+        raise FileNotFoundError(f"{json_path}: {len(missing)} listed file(s) do not exist:\n  {shown}")
+    if not items:
+        raise ValueError(f"{json_path}: the {key!r} list is empty")
+    return items
+
+
+# ---------------------------------------------------------------------------------------------
+# deterministic pre-processing (cached by PersistentDataset / CacheDataset)
+
+
+def _source(d, key="image"):
+    meta = getattr(d.get(key), "meta", {}) or {}
+    return meta.get("filename_or_obj", "<unknown file>")
+
+
+class CheckVolumed(MapTransform):
+    """Raise a clear error (naming the file) unless each key is a 3-D volume with at least `min_size`
+    voxels along every axis. Cheap and deterministic, so caching passes through it."""
+
+    def __init__(self, keys, min_size=1, what="volume"):
+        super().__init__(keys)
+        self.min_size, self.what = min_size, what
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            shape = tuple(d[key].shape[1:])
+            if len(shape) != 3:
+                raise ValueError(f"{_source(d, key)}: expected a 3-D {self.what}, got spatial shape "
+                                 f"{shape} (a {len(shape)}-D image)")
+            if min(shape) < self.min_size:
+                raise ValueError(f"{_source(d, key)}: {self.what} is {shape} voxels, smaller than "
+                                 f"{self.min_size} along an axis (empty foreground?)")
+        return d
+
+
+def above(x, threshold):
+    return x > threshold
+
+
+def pretrain_transforms(a_min=-175.0, a_max=250.0, b_min=0.0, b_max=1.0, size=(384, 384, 96),
+                        fg_threshold=0.3):
+    """§3.2: load int16 HU, RAS, window to [0, 1], crop to the box of voxels > 0.3, resize to `size`
+    (no spacing: the whole foreground box is stretched, as in the original)."""
+    return Compose([
+        LoadImaged(keys="image", image_only=True, dtype=np.int16),
+        EnsureChannelFirstd(keys="image"),
+        CheckVolumed(keys="image"),
+        Orientationd(keys="image", axcodes="RAS"),
+        ScaleIntensityRanged(keys="image", a_min=a_min, a_max=a_max, b_min=b_min, b_max=b_max, clip=True),
+        CropForegroundd(keys="image", source_key="image",
+                        select_fn=functools.partial(above, threshold=fg_threshold)),
+        CheckVolumed(keys="image", min_size=2, what="foreground box"),
+        Resized(keys="image", spatial_size=tuple(size), mode="trilinear", align_corners=True),
+    ])
+
+
+def base_dataset(items, transform, cache_dir=None, cache_dataset=False, cache_rate=0.5, workers=0):
+    """Original: PersistentDataset at a hard-coded path (~56.6 MB per volume at 384x384x96 float32,
+    ~558 GB for the 10k). Here the user chooses: `cache_dir` -> PersistentDataset there,
+    `cache_dataset` -> CacheDataset in RAM (cache_rate of the volumes), neither -> no cache."""
+    if cache_dir:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        return PersistentDataset(items, transform, cache_dir=str(cache_dir))
+    if cache_dataset:
+        return CacheDataset(items, transform, cache_rate=cache_rate, num_workers=workers or None,
+                            progress=True)
+    return Dataset(items, transform)
+
+
+# ---------------------------------------------------------------------------------------------
+# the pretext task
+
+
+def overlap_labels(corners, base_roi=96, num_crops=4):
+    """Fraction of each random crop's axial area covered by each base crop.
+
+    corners: Sx2 integer (x0, y0) lower corners of base_roi-wide random crops inside the
+    (num_crops*base_roi)^2 plane. Returns Sx(num_crops^2) float64, base crop k = num_crops*i + j."""
+    corners = np.asarray(corners, dtype=np.int64).reshape(-1, 2)
+    r, edges = base_roi, np.arange(num_crops) * base_roi
+    dx = np.minimum(edges[None] + r, corners[:, :1] + r) - np.maximum(edges[None], corners[:, :1])
+    dy = np.minimum(edges[None] + r, corners[:, 1:] + r) - np.maximum(edges[None], corners[:, 1:])
+    area = np.clip(dx, 0, None)[:, :, None] * np.clip(dy, 0, None)[:, None, :]  # S x i x j
+    return (area / float(r * r)).reshape(len(corners), -1)
+
+
+class VoCoCrops:
+    """Working volume -> base crops, random crops and their overlap labels (§2.2-2.5).
+
+    Args:
+        roi_small: side every crop is resized to (--roi_x, 64).
+        base_roi: side of base and random crops in the working volume (96).
+        num_crops: base crops per in-plane axis (4 -> 16 base crops).
+        sw_batch_size: random crops per volume (2).
+        aug: per-crop flips (p=flip_prob on each axis), rot90 in the axial plane (p=rot_prob, k<=3)
+            and intensity shift (+-0.1, p=shift_prob), drawn independently for every crop.
+    """
+
+    def __init__(self, roi_small=64, base_roi=96, num_crops=4, sw_batch_size=2, aug=True,
+                 flip_prob=0.2, rot_prob=0.2, shift_prob=0.1):
+        self.roi_small, self.base_roi, self.num_crops = roi_small, base_roi, num_crops
+        self.sw_batch_size, self.aug = sw_batch_size, aug
+        self.resize = Resize(spatial_size=(roi_small,) * 3, mode="trilinear", align_corners=True)
+        self.augment = Compose([RandFlip(prob=flip_prob, spatial_axis=0),
+                                RandFlip(prob=flip_prob, spatial_axis=1),
+                                RandFlip(prob=flip_prob, spatial_axis=2),
+                                RandRotate90(prob=rot_prob, max_k=3),
+                                RandShiftIntensity(offsets=0.1, prob=shift_prob)])
+
+    @property
+    def volume_size(self):
+        n, r = self.num_crops, self.base_roi
+        return (n * r, n * r, r)
+
+    def __call__(self, image, rng):
+        """image: 1xXxYxZ working volume; rng: numpy Generator. Returns a dict of
+        image Sx1xR^3 (random crops), crops Kx1xR^3 (base crops), labels SxK float64, corners Sx2."""
+        image = _plain(image).float()
+        if tuple(image.shape[1:]) != self.volume_size:
+            raise ValueError(f"working volume is {tuple(image.shape[1:])}, expected {self.volume_size}")
+        n, r, half = self.num_crops, self.base_roi, self.base_roi // 2
+        bases = [image[0, i * r:(i + 1) * r, j * r:(j + 1) * r, :] for i in range(n) for j in range(n)]
+        centres = rng.integers(half, n * r - half, size=(self.sw_batch_size, 2))  # randint(48, 336)
+        corners = centres - half
+        rands = [image[0, x:x + r, y:y + r, :] for x, y in corners]
+        crops = self.resize(torch.stack(rands + bases))  # crops as channels: one resize call
+        crops = _plain(crops).unsqueeze(1)  # (S+K)x1xr^3
+        if self.aug:
+            self.augment.set_random_state(seed=int(rng.integers(2**31)))
+            crops = torch.stack([_plain(self.augment(c)) for c in crops])
+        s = self.sw_batch_size
+        return {"image": crops[:s].contiguous(), "crops": crops[s:].contiguous(),
+                "labels": torch.from_numpy(overlap_labels(corners, r, n)),
+                "corners": torch.from_numpy(corners)}
+
+
+def _plain(x):
+    """A MetaTensor as a plain tensor (the original calls .as_tensor() before the model)."""
+    return x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
+
+
+def _root_cause(err):
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
+class VoCoDataset(torch.utils.data.Dataset):
+    """Pre-processed volumes (possibly cached) + the random VoCo crops.
+
+    The crops of sample i in pass `epoch` come from a generator seeded with (seed, epoch, i), so a
+    resumed run sees exactly the crops an uninterrupted one would, whatever the worker count.
+    An unreadable volume is skipped with a warning (the next one is used) unless skip_bad=False."""
+
+    def __init__(self, items, base, crops, seed=0, skip_bad=True):
+        self.items, self.base, self.crops = items, base, crops
+        self.seed, self.epoch, self.skip_bad = seed, 0, skip_bad
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.items)
+
+    def load(self, i):
+        """The pre-processed volume of item i, or a ValueError naming its file."""
+        try:
+            return self.base[i]["image"]
+        except Exception as err:  # MONAI wraps the cause in "applying transform ..."
+            cause = _root_cause(err)
+            msg = str(cause)
+            name = self.items[i]["image"]
+            raise ValueError(msg if name in msg else f"{name}: {type(cause).__name__}: {msg}") from err
+
+    def __getitem__(self, i):
+        for attempt in range(len(self)):
+            j = (i + attempt) % len(self)
+            try:
+                image = self.load(j)
+            except ValueError as err:
+                if not self.skip_bad:
+                    raise
+                warnings.warn(f"skipping unreadable volume: {err}", stacklevel=2)
+                continue
+            rng = np.random.default_rng([self.seed, self.epoch, j])
+            return self.crops(image, rng)
+        raise RuntimeError("no readable volume in the dataset")
+
+
+class SafeDataset(torch.utils.data.Dataset):
+    """Wrap a MONAI dataset so a failing item raises a ValueError naming its file, or (skip_bad) is
+    skipped with a warning in favour of the next one: a long run never dies on one bad volume."""
+
+    def __init__(self, base, items, skip_bad=True):
+        self.base, self.items, self.skip_bad = base, items, skip_bad
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        for attempt in range(len(self)):
+            j = (i + attempt) % len(self)
+            try:
+                return self.base[j]
+            except Exception as err:
+                cause = _root_cause(err)
+                name = self.items[j]["image"]
+                msg = str(cause) if name in str(cause) else f"{name}: {type(cause).__name__}: {cause}"
+                if not self.skip_bad:
+                    raise ValueError(msg) from err
+                warnings.warn(f"skipping unreadable volume: {msg}", stacklevel=2)
+        raise RuntimeError("no readable volume in the dataset")
+
+
+def build_pretrain_dataset(args, items, skip_bad=True):
+    crops = VoCoCrops(args.roi_x, args.base_roi, args.num_crops, args.sw_batch_size, aug=True)
+    transform = pretrain_transforms(args.a_min, args.a_max, args.b_min, args.b_max, crops.volume_size)
+    cache_dir = args.cache_dir
+    if cache_dir:  # MONAI keys the cache by file name only: keep different pre-processings apart
+        size = "x".join(map(str, crops.volume_size))
+        cache_dir = Path(cache_dir) / f"{size}_hu{args.a_min:g}_{args.a_max:g}_to{args.b_min:g}_{args.b_max:g}"
+    base = base_dataset(items, transform, cache_dir, args.cache_dataset, args.cache_rate, args.workers)
+    return VoCoDataset(items, base, crops, seed=args.seed, skip_bad=skip_bad)
+
+
+def flatten_batch(batch):
+    """Collated B x n x ... -> (B*n) x ... in sample-major order (row b*n + t = crop t of volume b)."""
+    img, crops = batch["image"], batch["crops"]
+    return (img.reshape(-1, *img.shape[2:]), crops.reshape(-1, *crops.shape[2:]), batch["labels"])
+
+
+def crops_figure(volume, crops, png_path, seed=0):
+    """PNG: the working volume's middle axial slice with the base-crop grid and the random crops
+    outlined, the base crops laid out as in the volume, and each random crop titled with its non-zero
+    overlap labels (crops shown before augmentation)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    plain = VoCoCrops(crops.roi_small, crops.base_roi, crops.num_crops, crops.sw_batch_size, aug=False)
+    sample = plain(volume, np.random.default_rng(seed))
+    n, r, s = crops.num_crops, crops.base_roi, crops.sw_batch_size
+    vol = _plain(volume)[0]
+    mid, cmid = vol.shape[-1] // 2, crops.roi_small // 2
+    cols = max(n, s)
+    fig, axes = plt.subplots(n + 2, cols, figsize=(2.2 * cols, 2.2 * (n + 2)), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    big = fig.add_subplot(n + 2, 1, 1)
+    big.imshow(vol[:, :, mid].T.numpy(), cmap="gray", origin="lower", vmin=0, vmax=1)
+    for k in range(1, n):
+        big.axvline(k * r - 0.5, color="yellow", lw=0.8)
+        big.axhline(k * r - 0.5, color="yellow", lw=0.8)
+    for t, (x, y) in enumerate(sample["corners"].tolist()):
+        big.add_patch(Rectangle((x - 0.5, y - 0.5), r, r, fill=False, color=f"C{t}", lw=1.5))
+        big.text(x + 2, y + 2, f"random {t}", color=f"C{t}", fontsize=7)
+    big.set_title("working volume (mid axial slice): base grid, random crops", fontsize=8)
+    big.axis("off")
+    for i in range(n):  # base crop k = n*i + j covers x block i, y block j; show y upwards
+        for j in range(n):
+            ax = axes[1 + (n - 1 - j), i]
+            ax.imshow(sample["crops"][n * i + j, 0, :, :, cmid].T.numpy(), cmap="gray", origin="lower",
+                      vmin=0, vmax=1)
+            ax.set_title(f"base {n * i + j} (x{i}, y{j})", fontsize=7)
+    for t in range(s):
+        ax = axes[n + 1, t]
+        ax.imshow(sample["image"][t, 0, :, :, cmid].T.numpy(), cmap="gray", origin="lower", vmin=0, vmax=1)
+        nz = [f"{k}:{v:.2f}" for k, v in enumerate(sample["labels"][t].tolist()) if v > 0]
+        ax.set_title(f"random {t}\n" + " ".join(nz), fontsize=6, color=f"C{t}")
+    fig.tight_layout()
+    Path(png_path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png_path, dpi=90)
+    plt.close(fig)
+    return sample
+
+
+# ---------------------------------------------------------------------------------------------
+# BTCV fine-tuning (§5.3)
+
+
+def btcv_transforms(args, train=True):
+    """§5.3 with one fix: SpatialPadd to the roi before the positive/negative crop, so volumes smaller
+    than the patch after foreground cropping still give full-size patches (the original has none)."""
+    keys = ["image", "label"]
+    roi = (args.roi_x, args.roi_y, args.roi_z)
+    common = [
+        LoadImaged(keys=keys, image_only=True),
+        EnsureChannelFirstd(keys=keys),
+        CheckVolumed(keys=keys),
+        Orientationd(keys=keys, axcodes="RAS"),
+        Spacingd(keys=keys, pixdim=(args.space_x, args.space_y, args.space_z), mode=("bilinear", "nearest")),
+        ScaleIntensityRanged(keys="image", a_min=args.a_min, a_max=args.a_max, b_min=args.b_min,
+                             b_max=args.b_max, clip=True),
+        CropForegroundd(keys=keys, source_key="image"),
+    ]
+    if not train:
+        return Compose(common)
+    return Compose(common + [
+        SpatialPadd(keys=keys, spatial_size=roi),
+        RandCropByPosNegLabeld(keys=keys, label_key="label", spatial_size=roi, pos=3, neg=1,
+                               num_samples=args.sw_batch_size, image_key="image", image_threshold=0),
+        RandFlipd(keys=keys, prob=args.RandFlipd_prob, spatial_axis=0),
+        RandFlipd(keys=keys, prob=args.RandFlipd_prob, spatial_axis=1),
+        RandFlipd(keys=keys, prob=args.RandFlipd_prob, spatial_axis=2),
+        RandRotate90d(keys=keys, prob=args.RandRotate90d_prob, max_k=3),
+        RandScaleIntensityd(keys="image", factors=0.1, prob=args.RandScaleIntensityd_prob),
+        RandShiftIntensityd(keys="image", offsets=0.1, prob=args.RandShiftIntensityd_prob),
+    ])

@@ -1,0 +1,103 @@
+"""VoCo pre-training loop: passes over the data until `num_steps` optimiser steps, with exact resume."""
+
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from shared.checkpoint import rng_state, save_atomic
+from voco.data import flatten_batch
+
+
+def pass_indices(n, seed, epoch, rank=0, world_size=1):
+    """This rank's shuffled indices for one pass; padded to a multiple of world_size like MONAI's
+    DistributedSampler(even_divisible=True), seeded by (seed, epoch) so a resume can skip ahead."""
+    g = torch.Generator().manual_seed(int(seed) * 100_003 + int(epoch))
+    order = torch.randperm(n, generator=g).tolist()
+    total = -(-n // world_size) * world_size
+    order += order[:total - n]
+    return order[rank:total:world_size]
+
+
+def train_step(model, student, batch, optimizer, scheduler, scaler, device, amp, amp_dtype,
+               grad_clip=False, max_grad_norm=1.0):
+    """One optimiser step: student forward, EMA, teacher forward (inside model.forward), loss,
+    (scaled) backward, optional clipping, step, schedule. Returns the loss parts as floats."""
+    img, crops, labels = (t.to(device, non_blocking=True) for t in flatten_batch(batch))
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+        pos, neg, reg, _ = model(img, crops, labels, student=student)
+        loss = pos + neg + reg  # float64 like the original: the labels are float64
+    scaler.scale(loss).backward()
+    if grad_clip:  # the original clips only without AMP, i.e. never; here it works with both
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.student.parameters(), max_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {"loss": loss.item(), "pos": pos.item(), "neg": neg.item(), "reg": reg.item()}
+
+
+def checkpoint(model, optimizer, scheduler, scaler, args, state):
+    """Everything --resume needs, as tensors and plain Python values."""
+    return {"global_step": state["global_step"], "epoch": state["epoch"],
+            "batch_in_pass": state["batch_in_pass"], "state_dict": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "rng": rng_state(), "args": vars(args)}
+
+
+def train(args, model, student, optimizer, scheduler, scaler, dataset, info, logger, state,
+          amp=False, amp_dtype=torch.float16):
+    """Run until state['global_step'] == args.num_steps (or the end of that pass with
+    --finish_pass, as the original). `student` is model.student, DDP-wrapped when distributed."""
+    logdir = Path(args.logdir)
+    device = info.device
+    bar = tqdm(total=args.num_steps, initial=state["global_step"], disable=not info.is_main,
+               desc="voco pre-train", dynamic_ncols=True)
+    while state["global_step"] < args.num_steps:
+        dataset.set_epoch(state["epoch"])
+        indices = pass_indices(len(dataset), args.seed, state["epoch"], info.rank, info.world_size)
+        indices = indices[state["batch_in_pass"] * args.batch_size:]
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=args.batch_size, sampler=indices, drop_last=True,
+            num_workers=args.workers, pin_memory=device.type == "cuda",
+            persistent_workers=False)
+        model.train()
+        t0 = time.time()
+        for batch in loader:
+            parts = train_step(model, student, batch, optimizer, scheduler, scaler, device, amp,
+                               amp_dtype, args.grad_clip, args.max_grad_norm)
+            if info.world_size > 1:  # log the mean over ranks, not rank 0's share of the batch
+                vals = torch.tensor(list(parts.values()), dtype=torch.float64, device=device)
+                torch.distributed.all_reduce(vals)
+                parts = dict(zip(parts, (vals / info.world_size).tolist()))
+            state["global_step"] += 1
+            state["batch_in_pass"] += 1
+            step = state["global_step"]
+            lr = optimizer.param_groups[0]["lr"]
+            if info.is_main:
+                logger.log(step, **parts, lr=lr, step_time_s=time.time() - t0)
+                bar.update(1)
+                bar.set_postfix(loss=f"{parts['loss']:.4f}", pos=f"{parts['pos']:.3f}",
+                                neg=f"{parts['neg']:.3f}", reg=f"{parts['reg']:.3f}", lr=f"{lr:.2e}")
+                if step % args.eval_num == 0 or step == args.num_steps:
+                    save_atomic(checkpoint(model, optimizer, scheduler, scaler, args, state),
+                                logdir / "model_current_epoch.pt")
+                if args.save_every and step % args.save_every == 0:
+                    save_atomic(checkpoint(model, optimizer, scheduler, scaler, args, state),
+                                logdir / f"model_step{step}.pt")
+            t0 = time.time()
+            if step >= args.num_steps and not args.finish_pass:
+                break
+        else:
+            state["epoch"] += 1
+            state["batch_in_pass"] = 0
+            continue
+        break
+    bar.close()
+    if info.is_main:
+        save_atomic(model.state_dict(), logdir / "final_model.pth")
+        save_atomic(checkpoint(model, optimizer, scheduler, scaler, args, state),
+                    logdir / "model_final_epoch.pt")
+    return state
