@@ -53,8 +53,9 @@ def rsna_features(sample: Path, weights, size: int):
     root = sample / "rsna-pneumonia"
     labels = pd.read_csv(root / "stage_2_train_labels.csv").groupby("patientId", sort=True)["Target"].first()
     resnet = torchvision.models.resnet50(weights=None)
-    if weights is not None:
-        resnet.load_state_dict(torch.load(weights, weights_only=True), strict=False)
+    if weights is not None:  # every backbone tensor must match; only the classifier `fc` is absent
+        from shared.weights import load_pretrained
+        load_pretrained(resnet, weights, min_matched=0.99, verbose=False)
     resnet.fc = torch.nn.Identity()
     resnet.eval()
     images = [Image.fromarray(pydicom.dcmread(root / "stage_2_train_images" / f"{pid}.dcm").pixel_array
@@ -87,6 +88,8 @@ def main(argv=None):
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1 keeps the demo fast on a busy 2-core machine)")
+    p.add_argument("--no-localized", dest="localized", action="store_false",
+                   help="skip the two localized evaluation tasks (RSNA detection and segmentation)")
     args = p.parse_args(argv)
     started = time.time()
     torch.set_num_threads(args.threads)
@@ -133,6 +136,24 @@ def main(argv=None):
                     wall_time_s=round(time.time() - started, 1), loss_csv=loss_csv)
     print(f"LoVT demo: {result['trainer'].global_step} steps, final loss {final_loss:.4f}, RSNA AUROC "
           f"pretrained {pretrained:.3f} vs random {random:.3f}; {time.time() - started:.0f} s -> {row}")
+    if args.localized:
+        localized_row(args, weights, out, result, final_loss, loss_csv, started)
+
+
+def localized_row(args, weights, out, result, final_loss, loss_csv, started):
+    """Issue 7's demo row: one detection and one segmentation task of the localized evaluation."""
+    from lovt.evaluation.demo import run_demo_tasks
+    from shared.demo import write_row
+
+    tasks = run_demo_tasks(Path(args.sample), weights, out / "downstream")
+    det, seg = tasks["rsna_frozen_100"], tasks["rsna_seg_linear_100"]
+    row = write_row("lovt-localized", runs=args.runs, data="sample RSNA (YOLOv3 frozen; linear seg head)",
+                    steps=int(result["trainer"].global_step), final_loss=final_loss,
+                    metric="mAP / Dice", pretrained=f"{det['pretrained']:.3f} / {seg['pretrained']:.3f}",
+                    random=f"{det['random']:.3f} / {seg['random']:.3f}",
+                    wall_time_s=round(time.time() - started, 1), loss_csv=loss_csv)
+    print(f"LoVT localized tasks: mAP {det['pretrained']:.3f} vs {det['random']:.3f}, Dice "
+          f"{seg['pretrained']:.3f} vs {seg['random']:.3f} -> {row}")
 
 
 if __name__ == "__main__":

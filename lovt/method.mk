@@ -3,6 +3,10 @@
 #   make prepare-lovt DATA=<MIMIC root>                      MIMIC-CXR-JPG + reports -> prepared dataset
 #   make pretrain-lovt DATA=<prepared dataset> [GPUS=4] [LOVT_EXPERIMENT=CLIP_30] [ARGS="name=x ..."]
 #   make pretrain-lovt NNODES=2 GPUS=8 NODE_RANK=0 RDZV_ENDPOINT=host0:29400 DATA=...   (torchrun, every node)
+#   make finetune-lovt MODEL=LoVT_100 [GPUS=4] [ARGS=--evaluate_extended]   the localized downstream tasks
+#   make prepare-lovt-downstream DOWNSTREAM=<datasets root>   RSNA, COVID rural, SIIM, Object-CXR, NIH boxes
+#   make baselines-lovt | evaluate-lovt-baselines | lovt-results-table
+#   make backbone-lovt CKPT=<lightning .ckpt>                 export the ResNet-50 (torchvision layout)
 #   make demo-lovt | bench-lovt
 #
 # One node: Lightning's own DDP launcher starts the GPUS processes (trainer.devices). Several nodes: torchrun
@@ -12,7 +16,13 @@ LOVT_EXPERIMENT ?= LoVT_100
 LOVT_RUN_DIR ?= $(RUNS)/lovt/$(LOVT_EXPERIMENT)
 LOVT_DATA_ARG = $(if $(DATA),dataset_path=$(DATA))
 
-.PHONY: prepare-lovt pretrain-lovt finetune-lovt demo-lovt bench-lovt
+DOWNSTREAM ?= datasets
+MODEL ?= LoVT_100
+LOVT_BASELINES ?= chexpert_100 chexpert_30 byol_100 byol_30 simclr_100 simclr_30 pixelpro_100 pixelpro_30
+LOVT_GPU_LIST = $(if $(filter-out 1,$(GPUS)),--gpus $(shell seq -s, 0 $$(($(GPUS)-1))))
+
+.PHONY: prepare-lovt pretrain-lovt finetune-lovt backbone-lovt demo-lovt bench-lovt prepare-lovt-downstream \
+	evaluate-lovt-baselines baselines-lovt lovt-results-table
 
 prepare-lovt: $(STAMP)
 	@test -n "$(DATA)" || { echo "usage: make prepare-lovt DATA=<MIMIC root>"; exit 2; }
@@ -28,10 +38,34 @@ pretrain-lovt: $(STAMP)
 		trainer.strategy=ddp hydra.run.dir=$(LOVT_RUN_DIR) $(LOVT_DATA_ARG) $(ARGS)
 endif
 
-# Downstream use of a pre-trained model: export its ResNet-50 (torchvision layout) for any fine-tuning code.
+# The paper's downstream use: the localized tasks on a pre-trained model (name, folder or backbone_weights.pt).
 finetune-lovt: $(STAMP)
-	@test -n "$(CKPT)" || { echo "usage: make finetune-lovt CKPT=<lightning .ckpt> [ARGS=--out file]"; exit 2; }
+	$(PY) lovt/evaluate.py evaluate_downstream $(MODEL) --datasets_root $(DOWNSTREAM) $(LOVT_GPU_LIST) $(ARGS)
+
+# Export a checkpoint's ResNet-50 (torchvision layout) for any fine-tuning code.
+backbone-lovt: $(STAMP)
+	@test -n "$(CKPT)" || { echo "usage: make backbone-lovt CKPT=<lightning .ckpt> [ARGS=--out file]"; exit 2; }
 	$(PY) lovt/export.py $(CKPT) $(ARGS)
+
+prepare-lovt-downstream: $(STAMP)
+	$(PY) -m lovt.evaluation.prepare rsna $(DOWNSTREAM)/RSNA-Pneunomia-Detection
+	$(PY) -m lovt.evaluation.prepare covid \
+		$(DOWNSTREAM)/Opacity-Segmentation-COVID/opacity_segmentation_covid_chest_X_ray-master/covid_rural_annot
+	$(PY) -m lovt.evaluation.prepare siim $(DOWNSTREAM)/siim-acr-pneumothorax-segmentation
+	$(PY) -m lovt.evaluation.prepare object $(DOWNSTREAM)/object-CXR
+	$(PY) -m lovt.evaluation.prepare nih $(DOWNSTREAM)/NIH_CXR_pathology_detection
+
+baselines-lovt: $(STAMP)
+	for c in $(LOVT_BASELINES); do $(LAUNCH) lovt/baselines/train.py $$c $(ARGS) || exit 1; done
+
+evaluate-lovt-baselines: $(STAMP)
+	for b in random $(LOVT_BASELINES); do \
+		$(PY) lovt/evaluate.py evaluate_baseline_downstream $$b --evaluate_extended --datasets_root $(DOWNSTREAM) \
+			$(LOVT_GPU_LIST) $(ARGS) || exit 1; \
+	done
+
+lovt-results-table: $(STAMP)
+	$(PY) lovt/evaluate.py table --paper
 
 demo-lovt: $(STAMP)
 	$(PY) lovt/demo.py --sample $(SAMPLE) --runs $(RUNS) $(ARGS)

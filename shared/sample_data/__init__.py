@@ -42,6 +42,13 @@ rsna-pneumonia/        40 DICOMs, 256x256, ~2.5 MB
 siim-acr-pneumothorax/ 40 DICOMs, 256x256, half positive, ~2.5 MB
     dicom-images-train/<study>/<series>/<ImageId>.dcm; train-rle.csv ("ImageId, EncodedPixels": relative
     RLE over the column-major image, "-1" when empty). Masks are the drawn pneumothorax rims.
+covid-rural/           24 AP radiographs of 10 patients, 256x256, ~0.5 MB (LoVT's COVID rural layout)
+    jpgs/COVID-19-AR-<id>_<visit>-<day>-2012-XR.jpg (colour JPEGs); pngs_masks/<same>.png 0/1 opacity masks
+    (union of the drawn pneumonia/consolidation/infiltration); the last two images have no mask.
+object-cxr/            24 train + 8 dev radiographs, 256x256, ~0.6 MB (object-CXR challenge layout)
+    input/{train,dev}.csv (image_name, annotation: ';'-joined "0 x1 y1 x2 y2" boxes, "1 x1 y1 x2 y2"
+    ellipses, "2 x y x y ..." polygons) and input/{train,dev}/*.jpg; every other image carries 1-3 bright
+    foreign objects drawn at the annotated places.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ from pathlib import Path
 import numpy as np
 
 from .ct import write_btcv, write_luna16
+from .localized_extra import write_covid_rural, write_object_cxr
 from .mimic import write_mimic
 from .xray import write_chestxray14, write_rsna, write_siim
 
@@ -66,6 +74,8 @@ DATASETS = {
     "mimic-cxr-jpg": write_mimic,
     "rsna-pneumonia": write_rsna,
     "siim-acr-pneumothorax": write_siim,
+    "covid-rural": write_covid_rural,
+    "object-cxr": write_object_cxr,
 }
 MARKER = ".complete"
 
