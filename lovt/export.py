@@ -60,7 +60,7 @@ def finalize_run(run_dir, name: str, best_path, best_score=None, best_epoch=None
     if best_path:
         best = rename_best(Path(best_path))
         export_backbone(best, run_dir / "checkpoints" / "backbone_weights.pt")
-        info["best_checkpoint"] = str(best.relative_to(run_dir))
+        info["best_checkpoint"] = str(best.resolve().relative_to(run_dir.resolve()))  # Lightning's path is absolute
         info["backbone_weights"] = "checkpoints/backbone_weights.pt"
     (run_dir / "run_info.json").write_text(json.dumps(info, indent=2))
     if not move or models_base_path is None:

@@ -1,4 +1,6 @@
 """Shapes and masks through both encoders, attention pooling, cross-attention, frozen layers."""
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -195,3 +197,25 @@ def test_parameter_counts_of_the_original():
     assert count(SequenceMLP(2048, 512, 2048)) == count(MLP(2048, 512, 2048)) == 5_249_536
     assert count(SequenceMLP(768, 512, 2048)) == count(MLP(768, 512, 2048)) == 2_628_096
     assert count(CrossAttention(512)) == 788_992
+
+
+def test_finalize_run_accepts_a_relative_run_folder_and_lightnings_absolute_checkpoint(tmp_path, monkeypatch):
+    """The run folder may be given relative to the working directory while Lightning reports absolute paths."""
+    import json
+
+    import torchvision
+
+    from lovt.export import BACKBONE_PREFIXES, finalize_run
+
+    monkeypatch.chdir(tmp_path)
+    run = Path("runs") / "r"
+    (run / "checkpoints").mkdir(parents=True)
+    resnet = torchvision.models.resnet18(weights=None)
+    state = {BACKBONE_PREFIXES[0] + k: v for k, v in resnet.state_dict().items()}
+    best = (run / "checkpoints" / "pretrain-epoch=0002.ckpt").resolve()
+    torch.save({"state_dict": state}, best)
+    final = finalize_run(run, "demo", best, best_score=1.0, best_epoch=2, models_base_path=tmp_path / "models")
+    info = json.loads((final / "run_info.json").read_text())
+    assert info["best_checkpoint"] == "checkpoints/pretrain-epoch0002.ckpt"
+    assert final == tmp_path / "models" / "pretraining" / "demo"
+    assert (final / "checkpoints" / "backbone_weights.pt").is_file()
