@@ -1,4 +1,4 @@
-"""Fine-tuning after DiRA, following the transfer-learning benchmark DiRA used (spec §6.3).
+"""Fine-tuning after DiRA, following the transfer-learning benchmark DiRA used.
 
     # multi-label classification (ChestX-ray14's 14 labels): mean AUC over the labels
     python dira/finetune.py classification --data_dir <images> --train_list ... --val_list ... --test_list ... \

@@ -1,6 +1,6 @@
 """DiRA networks: the U-Net generator, the three discriminative wrappers and the patch discriminator.
 
-Key layout is the original's (spec §1.8): `encoder_q.backbone.{encoder,decoder,segmentation_head}.*`,
+Key layout is the original's: `encoder_q.backbone.{encoder,decoder,segmentation_head}.*`,
 `encoder_q.fc.{0,2}.*` with --mlp, `encoder_k.*`, `queue`, `queue_ptr`, and `model.{0,2,5,8,11}.*` for
 the discriminator. smp 0.6 `Unet('resnet50')` already has the vendored smp's 380 keys; only the decoder
 call changed (a list instead of varargs).
@@ -22,7 +22,7 @@ def build_unet(arch="resnet50", encoder_weights=None, activation="sigmoid"):
     """The generator: smp.Unet with every argument at smp's default except these three.
 
     encoder_weights: None, a registered smp name ('imagenet' downloads, so not at run time here), or a
-    checkpoint path whose encoder tensors are loaded as the vendored smp did (spec §6.4).
+    checkpoint path whose encoder tensors are loaded as the vendored smp did.
     """
     is_file = encoder_weights is not None and encoder_weights not in ("imagenet", "ssl", "swsl")
     unet = smp.Unet(encoder_name=arch, encoder_weights=None if is_file else encoder_weights,

@@ -3,7 +3,7 @@
 Accepted inputs: `checkpoint.pth` (full, `module.encoder_q.backbone.*`), `best_checkpoint.pth` /
 `unet.pth` (the 380 U-Net keys), mode `di` files (torchvision keys, with or without `encoder_q.`), and the
 Barlow Twins / SimSiam variants (same `encoder_q.backbone.*` layout). The README recipes of the original
-load nothing from `checkpoint.pth` (spec §6.1-6.2); these converters select the query U-Net explicitly.
+load nothing from `checkpoint.pth`; these converters select the query U-Net explicitly.
 
     python dira/transfer.py checkpoint/DiRA_moco/dira/checkpoint.pth --to resnet --out resnet50_dira.pth
     python dira/transfer.py checkpoint/DiRA_moco/dira/best_checkpoint.pth --to unet --out unet_dira.pth

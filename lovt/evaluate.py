@@ -161,7 +161,7 @@ def main(argv=None):
     add_common(r)
     t = sub.add_parser("table", help="write results/results_table.md")
     t.add_argument("--results", default="results")
-    t.add_argument("--paper", action="store_true", help="add the paper's rows (spec §8.7) for the same tasks")
+    t.add_argument("--paper", action="store_true", help="add the paper's rows for the same tasks")
     sub.add_parser("tasks", help="list the 18 tasks")
     args = p.parse_args(argv)
 

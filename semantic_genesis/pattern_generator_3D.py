@@ -8,7 +8,7 @@ if __package__ in (None, ""):  # run as a script: make `semantic_genesis` and `s
 
 from shared.self_discovery.cli import pattern_generator_main
 
-DEFAULT_SAVE = "./Semantic_Genesis_data"  # the original's --save default (spec §7.1)
+DEFAULT_SAVE = "./Semantic_Genesis_data"  # the original's --save default
 
 if __name__ == "__main__":
     pattern_generator_main(default_save=DEFAULT_SAVE)

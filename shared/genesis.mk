@@ -1,4 +1,4 @@
-# Make targets common to Semantic Genesis and TransVW (one program with two names, spec §7.1).
+# Make targets common to Semantic Genesis and TransVW (one program with two names).
 # A method's method.mk includes this file once and calls
 #     $(eval $(call genesis_targets,<method>,<VARIABLE PREFIX>,<pattern folder name>))
 # which defines self-discovery-<m>, pretrain-<m>, finetune-<m>, demo-<m>, bench-<m> and the <PREFIX>_*

@@ -8,7 +8,7 @@ if __package__ in (None, ""):  # run as a script: make `transvw` and `shared` im
 
 from shared.self_discovery.cli import pattern_generator_main
 
-DEFAULT_SAVE = "./TransVW_data"  # the original's --save default (spec §7.1)
+DEFAULT_SAVE = "./TransVW_data"  # the original's --save default
 
 if __name__ == "__main__":
     pattern_generator_main(default_save=DEFAULT_SAVE)

@@ -1,4 +1,4 @@
-"""Image-only baselines of LoVT's comparison (spec §10): CheXpert-supervised, BYOL, SimCLR, PixelPro.
+"""Image-only baselines of LoVT's comparison: CheXpert-supervised, BYOL, SimCLR, PixelPro.
 
     python lovt/baselines/train.py byol_100 [--init_weights resnet50-0676ba61.pth] [--models_base_path models]
 

@@ -1,4 +1,4 @@
-"""The baselines' learners, written from their definitions (spec §10; the original used lucidrains'
+"""The baselines' learners, written from their definitions (the original used lucidrains'
 byol-pytorch and pixel-level-contrastive-learning and Spijkervet's simclr). Each holds a torchvision
 ResNet-50 as `resnet` (its state dict is the exported backbone_weights.pt) and returns its loss from
 `forward(batch)`; BYOL and PixelPro also have `update_target()` (EMA after each optimizer step).
@@ -144,7 +144,7 @@ class PPM(nn.Module):
 
 class PixelPro(nn.Module):
     """PixPro as lucidrains' PixelCL with the original's settings: pixel and instance features both from
-    avgpool (so the "pixel" map is 1x1, spec §10.3), projectors to 512 (hidden 2048), BYOL instance
+    avgpool (so the "pixel" map is 1x1), projectors to 512 (hidden 2048), BYOL instance
     predictor, PPM (1 layer, gamma 2), EMA 0.99 target. Two random cutouts (side ratio 0.6-0.8, shared by
     the batch, nearest-resized back), each flipped with p 0.25, then `augment` per view. Pixel pairs whose
     cutout-frame coordinates (scaled by the feature size over the image diagonal) are closer than 0.7 are
@@ -223,7 +223,7 @@ def warmup_cosine_lr(epoch, base_lr, warmup_epochs, max_epochs, warmup_start_lr=
     """Per-epoch lr of pl_bolts' LinearWarmupCosineAnnealingLR (closed form): linear from warmup_start_lr
     over `warmup_epochs`, then cosine to eta_min at max_epochs. With warmup_epochs = 0 the original's
     chainable implementation starts at warmup_start_lr = 0 and multiplies it ever after, i.e. lr = 0 in
-    every epoch (PixelPro, spec §9/§11.1 item 2): `original_zero_warmup_bug=True` reproduces that."""
+    every epoch (PixelPro): `original_zero_warmup_bug=True` reproduces that."""
     if original_zero_warmup_bug and warmup_epochs == 0:
         return warmup_start_lr
     if epoch < warmup_epochs:

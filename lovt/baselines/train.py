@@ -1,4 +1,4 @@
-"""Train an image-only baseline on MIMIC-CXR images and export its ResNet-50 (spec §10, §9.4).
+"""Train an image-only baseline on MIMIC-CXR images and export its ResNet-50.
 
     python lovt/baselines/train.py <config>     # chexpert_100|_30, byol_100|_30, simclr_100|_30, pixelpro_100|_30
         [--name NAME] [--init_weights resnet50-0676ba61.pth] [--dataset mimic-cxr-img_ap-pa_find-impr]
@@ -34,7 +34,7 @@ from shared.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_s
 from shared.distributed import seed_everything
 from shared.runlog import RunLogger
 
-# the original's configs/baseline/*.yaml (+ the fixed trainer settings of §10)
+# the original's configs/baseline/*.yaml (+ its fixed trainer settings)
 _COMMON = {"batch_size": 64, "max_epochs": 100, "seed": 12345}
 CONFIGS = {
     "chexpert_100": {"method": "chexpert", "lr": 3e-4, "weight_decay": 1e-6, "train_subset": None},
@@ -55,7 +55,7 @@ for _name, _cfg in CONFIGS.items():  # the 30 % configs train on the first 30 % 
 
 def ssl_views(size, blur_kernel=23, crop=True, mean=0.5, std=0.5):
     """The original's "SimCLR" (crop=True) / "PixelPro" (crop=False) view transform on tensors in [0, 1]
-    (normalized with 0.5 / 0.5: the original's stats lookup misses, spec §11.1 item 5)."""
+    (normalized with 0.5 / 0.5: the original's stats lookup misses)."""
     steps = [T.RandomResizedCrop(size, scale=(0.08, 1.0)) if crop else T.Resize((size, size))]
     steps.append(T.RandomApply([T.ColorJitter(brightness=0.8, contrast=0.8, saturation=0, hue=0)], p=0.8))
     if crop:

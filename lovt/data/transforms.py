@@ -1,4 +1,4 @@
-"""Image and report augmentations of LoVT / ConVIRT / CLIP pre-training (spec §6.5, §6.6).
+"""Image and report augmentations of LoVT / ConVIRT / CLIP pre-training.
 
 Both are drawn per sample (the original applies them per study inside the collate function; only
 its BYOL/PixelPro baselines share one draw per batch, and those are not part of this folder). The

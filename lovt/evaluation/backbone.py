@@ -1,4 +1,4 @@
-"""The evaluated backbone: a torchvision ResNet-50 read at named layers (spec §2.2, §8.1).
+"""The evaluated backbone: a torchvision ResNet-50 read at named layers.
 
 Any ResNet-50 in torchvision's key layout can be evaluated: LoVT's/ConVIRT's/CLIP's exported
 `backbone_weights.pt`, the baselines' exports, DiRA's exported encoder, ImageNet weights given as a file,

@@ -1,4 +1,4 @@
-"""Downstream datasets as LoVT's loaders read them (spec §7.2, §8.1).
+"""Downstream datasets as LoVT's loaders read them.
 
 A prepared dataset folder holds train.csv, validation.csv, test.csv, dataset_statistics.json and the
 processed images/masks (see `lovt.evaluation.prepare`). Dataset configs (`DATASETS`) name the folder
@@ -114,7 +114,7 @@ def read_mask(path, size):
 
 def pad_to_square(w, h):
     """(left, top, right, bottom) padding of the original's PadToSquare: floor(diff / 2) on both sides,
-    so odd differences stay one pixel short of square (spec §11.1 item 15; the resize follows anyway)."""
+    so odd differences stay one pixel short of square (the resize follows anyway)."""
     diff = abs(w - h) // 2
     return (0, diff, 0, diff) if w > h else (diff, 0, diff, 0)
 

@@ -1,4 +1,4 @@
-"""One downstream run (spec §8.3): train a head (frozen backbone, or fine-tuning after a frozen warm-up),
+"""One downstream run: train a head (frozen backbone, or fine-tuning after a frozen warm-up),
 validate every epoch, keep the best epoch by the task's monitored metric, test with it.
 
 The run folder gets config.json, metrics.csv + TensorBoard (shared.runlog), checkpoints/best.pt

@@ -1,4 +1,4 @@
-"""The three downstream heads of LoVT's localized evaluation (spec §8.2), on a ResNet-50 backbone.
+"""The three downstream heads of LoVT's localized evaluation, on a ResNet-50 backbone.
 
 - `YOLOv3Detector`: YOLOv3 head on conv3/conv4/conv5 with BobLiu20's loss and NMS decoding.
 - `UNetSegmenter`: ResNet-50 U-Net (kevinlu1211's ResUNet decoder) with skips from input, conv1..conv4.

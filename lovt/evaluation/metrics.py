@@ -1,4 +1,4 @@
-"""Downstream metrics of LoVT's localized evaluation (spec §8.5), written from their definitions.
+"""Downstream metrics of LoVT's localized evaluation, written from their definitions.
 
 - `DetectionMAP`: the RSNA-challenge mAP the original computes with bes-dev's `MeanAveragePrecision2d`
   (IoU thresholds 0.40:0.05:0.75, 'soft' COCO-like matching, 101-point interpolated AP, "+1" pixel IoU).
@@ -137,7 +137,7 @@ class FROC:
     recorded, the final sensitivity (1.0 when there is no box at all).
 
     `pad_with_final=True` pads with the final sensitivity instead of the last recorded one (the
-    original's padding ignores hits after the last threshold reached, spec §11.1 item 16).
+    original's padding ignores hits after the last threshold reached).
     """
 
     def __init__(self, fps=FROC_FPS, pad_with_final=False):

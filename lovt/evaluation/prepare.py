@@ -1,4 +1,4 @@
-"""Prepare LoVT's downstream datasets from their raw layouts (spec §7.2-§7.7).
+"""Prepare LoVT's downstream datasets from their raw layouts.
 
     python -m lovt.evaluation.prepare rsna   <RSNA-Pneunomia-Detection>  [--val_percentage 0.2 --test_percentage 0.2]
     python -m lovt.evaluation.prepare covid  <.../covid_rural_annot>
@@ -151,7 +151,7 @@ def _skip(path, err):
     warnings.warn(f"skipping unreadable image {path}: {err}", stacklevel=2)
 
 
-# ---------------------------------------------------------------------------------------------- RSNA (§7.3)
+# ---------------------------------------------------------------------------------------------- RSNA
 def prepare_rsna(path, out=None, val_percentage=0.2, test_percentage=0.2, seed=None, splits_from=None):
     """stage_2_train_images/<pid>.dcm + stage_2_train_labels.csv -> PNGs unchanged, box masks, 60/20/20."""
     path, out = Path(path), Path(out or path)
@@ -198,7 +198,7 @@ def prepare_rsna(path, out=None, val_percentage=0.2, test_percentage=0.2, seed=N
     return out
 
 
-# ------------------------------------------------------------------------------------------- COVID (§7.4)
+# ------------------------------------------------------------------------------------------- COVID
 def prepare_covid(path, out=None, val_percentage=0.2, test_percentage=0.2, seed=None, splits_from=None):
     """jpgs/COVID-19-AR-*.jpg + pngs_masks/<same>.png -> equalized JPEGs; patient-level split."""
     path, out = Path(path), Path(out or path)
@@ -248,7 +248,7 @@ def prepare_covid(path, out=None, val_percentage=0.2, test_percentage=0.2, seed=
     return out
 
 
-# -------------------------------------------------------------------------------------------- SIIM (§7.5)
+# -------------------------------------------------------------------------------------------- SIIM
 def rle_to_mask(rle, height, width):
     """SIIM's relative RLE (pairs: start offset from the previous run's end, length) over the column-major
     image; '-1' is an empty mask."""
@@ -314,7 +314,7 @@ def prepare_siim(path, out=None, val_percentage=0.2, test_percentage=0.2, seed=N
     return out
 
 
-# -------------------------------------------------------------------------------------- Object-CXR (§7.6)
+# -------------------------------------------------------------------------------------- Object-CXR
 def parse_object_annotation(annotation, original_bugs=False):
     """'type coords...' items separated by ';' (0 box, 1 ellipse: x1 y1 x2 y2; 2 polygon: x y x y ...)
     -> [(type, x1, y1, x2, y2, polygon points or None)]."""
@@ -396,7 +396,7 @@ def prepare_object_cxr(path, out=None, val_percentage=0.2, seed=None, splits_fro
     return out
 
 
-# -------------------------------------------------------------------------------- NIH ChestX-ray14 (§7.7)
+# -------------------------------------------------------------------------------- NIH ChestX-ray14
 def find_nih_image(path, image_id):
     found = [p for i in range(12) if (p := path / "images" / f"images_{i + 1:02d}" / "images" / f"{image_id}.png")
              .exists()]

@@ -1,4 +1,4 @@
-"""LR tuning, repeated runs and aggregation (spec §8.6), without wandb.
+"""LR tuning, repeated runs and aggregation, without wandb.
 
 For a task and a backbone: if the task has >= 2 candidate LRs, one run per LR (seed `seed`) in
 `<task dir>/lr_tuning/lr_<lr>/`; the LR with the best validation value of the monitored metric (at its best
@@ -127,7 +127,7 @@ def write_task_csv(results_dir, task, model, summary):
     return path
 
 
-PAPER_RESULTS = Path(__file__).with_name("paper_results.csv")  # the paper's tables (spec §8.7), mean±CI in %
+PAPER_RESULTS = Path(__file__).with_name("paper_results.csv")  # the paper's tables, mean±CI in %
 
 
 def paper_rows(path=PAPER_RESULTS):

@@ -1,4 +1,4 @@
-"""The 18 localized downstream tasks (spec §8.4: configs/evaluation_model/*.yaml and the original's
+"""The 18 localized downstream tasks (the original's configs/evaluation_model/*.yaml and
 EXTENDED_EVAL_EXPERIMENTS). All: Adam (weight decay 1e-6), ReduceLROnPlateau(patience 3, factor 0.5) on the
 validation loss, early stopping on the monitored validation metric (max, min_delta 1e-5), warm-up lr 1e-3
 for fine-tuning, 5 final runs.

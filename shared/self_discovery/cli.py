@@ -1,4 +1,4 @@
-"""Command lines of the self-discovery scripts, with the originals' flag names and defaults (spec §3.7, §9).
+"""Command lines of the self-discovery scripts, with the originals' flag names and defaults.
 
 Each method folder calls these with its own defaults (e.g. the pattern generator's --save folder), so
 `semantic_genesis/pattern_generator_3D.py` and `transvw/pattern_generator_3D.py` stay two-line scripts.
@@ -139,7 +139,7 @@ def pattern_generator_main(argv=None, prog=None, default_save="./Semantic_Genesi
         p.add_argument(f"--{name}", type=kind, default=getattr(d, name))
     p.add_argument("--no_png", dest="png", action="store_false", help="skip patterns.png")
     p.add_argument("--verbose", type=int, default=1)
-    g = p.add_argument_group("original behaviour (spec §8.1), off by default")
+    g = p.add_argument_group("original behaviour, off by default")
     g.add_argument("--drop_last_sample", **_on("drop the last row of each 50-class block, never save a "
                                                "trailing partial block"))
     g.add_argument("--sticky_rejection", **_on("never reset the near-duplicate flag during a corner search"))

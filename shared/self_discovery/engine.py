@@ -24,7 +24,7 @@ from shared.self_discovery.volumes import resize_cube
 
 
 def list_volumes(folder) -> list[Path]:
-    """Sorted `*.npy` of a prepared split folder (the original globbed `*`, §8.1 #9)."""
+    """Sorted `*.npy` of a prepared split folder (the original globbed `*`)."""
     folder = Path(folder)
     paths = sorted(folder.glob("*.npy"))
     if not paths:

@@ -7,7 +7,7 @@ corner from the K nearest training patients (K = nb_instances) and the nb_instan
 validation patients. With `multi_res`, two more crops per training patient take an in-plane window of
 random size s in [minPatchSize, maxPatchSize) jittered by [-10, 9] voxels, resized to the cube size.
 
-Output files are the original's (spec §3.6): per block b of 50 classes,
+Output files are the original's: per block b of 50 classes,
 `{train_data,train_label}{1,2,3}_vwGen_ex_ref_fold<b>.0.npy` and `val_{data,label}1_..._fold<b>.0.npy`,
 class-major rows, labels (rows, 1) float64 holding the global class index; plus `patterns.csv`
 (one row per crop) and the original-format `*_vwGen_exRef.txt` logs, all inside `save`.
@@ -59,7 +59,7 @@ class PatternConfig:
     classes_per_block: int = 50  # the original saves one set of files after every 50 classes
     seed: int = 1
     dtype: str = "float32"  # of the data files (the original wrote float64)
-    # original behaviour, off by default (spec §8.1)
+    # original behaviour, off by default
     drop_last_sample: bool = False  # #6: each block loses its last row; a trailing partial block is not saved
     sticky_rejection: bool = False  # #4: one near-duplicate corner rejects every later trial
     raw_crops: bool = False  # #2: crops keep the volumes' own intensities (raw HU if not normalised)
@@ -333,7 +333,7 @@ class PatternGenerator:
                           stacklevel=2)
 
     def _enough_neighbours(self, corner):
-        """Fix of §8.1 #5: at least K training and K_val validation patients contain the cube."""
+        """A fix: at least K training and K_val validation patients contain the cube."""
         need = corner + self.extent
         return ((self.train.shapes >= need).all(1).sum() >= self.cfg.nb_instances
                 and (self.val.shapes >= need).all(1).sum() >= self.cfg.nb_instances_val)
@@ -355,7 +355,7 @@ def find_corner(store, index, corners, cfg, py_rng, threshold, accept=None):
     hi_y = sy - cfg.crop_cols - 1 - cfg.len_border
     hi_z = sz - cfg.input_deps - cfg.len_depth - 1 - cfg.len_border_z
     if hi_x < cfg.len_border or hi_y < cfg.len_border or hi_z < cfg.len_border_z:
-        return None  # the original returned None here and crashed unpacking it (§8.1 #3)
+        return None  # the original returned None here and crashed unpacking it
     volume = store.load(index)
     limit = cfg.lung_max * cfg.crop_rows * cfg.crop_cols * cfg.input_deps
     repeated = False

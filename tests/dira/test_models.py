@@ -1,5 +1,5 @@
-"""Model structure against spec §1: key layout (generated from the grammar of §1.8), shapes,
-parameter counts (§1.7), the discriminator, the MoCo queue and momentum updates."""
+"""Model structure of the original: key layout (generated from its naming grammar), shapes,
+parameter counts, the discriminator, the MoCo queue and momentum updates."""
 
 import pytest
 import torch
@@ -10,7 +10,7 @@ BN = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
 
 
 def unet_keys():
-    """The 380 smp.Unet('resnet50') keys in state-dict order, from the grammar of spec §1.8."""
+    """The 380 smp.Unet('resnet50') keys in state-dict order, from the original's naming grammar."""
     keys = ["encoder.conv1.weight"] + [f"encoder.bn1.{s}" for s in BN]
     for layer, blocks in zip(range(1, 5), (3, 4, 6, 3)):
         for b in range(blocks):

@@ -1,4 +1,4 @@
-"""Downstream dataset preparation (spec §7.2-§7.7) on the sample data and on tiny COVID / Object-CXR layouts,
+"""Downstream dataset preparation on the sample data and on tiny COVID / Object-CXR layouts,
 and the loaders' input pipeline."""
 
 import csv

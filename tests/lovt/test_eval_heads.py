@@ -1,4 +1,4 @@
-"""Downstream heads: parameter counts of the original, output shapes, YOLO targets, losses (spec §8.2)."""
+"""Downstream heads: parameter counts of the original, output shapes, YOLO targets, losses."""
 
 import math
 
@@ -16,7 +16,7 @@ def backbone():
 
 
 def test_backbone_layers_and_sizes(backbone):
-    assert count_parameters(backbone) == 23_508_032  # ResNet-50 without fc (spec §12)
+    assert count_parameters(backbone) == 23_508_032  # ResNet-50 without fc
     f = backbone(torch.randn(1, 3, 64, 64), ("input", "conv1", "conv3", "conv5"))
     assert {k: tuple(v.shape[1:]) for k, v in f.items()} == {
         "input": (3, 64, 64), "conv1": (64, 32, 32), "conv3": (512, 8, 8), "conv5": (2048, 2, 2)}
@@ -24,7 +24,7 @@ def test_backbone_layers_and_sizes(backbone):
 
 def test_yolo_parameter_count_and_output_shapes(backbone):
     det = YOLOv3Detector(backbone, img_size=64)
-    assert sum(p.numel() for p in det.head_parameters()) == 21_626_934  # spec §12, C = 1
+    assert sum(p.numel() for p in det.head_parameters()) == 21_626_934  # the original's YOLOv3 head, C = 1
     outs = det(torch.randn(2, 3, 64, 64), frozen_backbone=True)
     assert [tuple(o.shape) for o in outs] == [(2, 18, 2, 2), (2, 18, 4, 4), (2, 18, 8, 8)]
     preds = det.predict(outs)

@@ -1,4 +1,4 @@
-"""Downstream metrics against values computed by hand (spec §8.5)."""
+"""Downstream metrics against values computed by hand."""
 
 import numpy as np
 import pytest

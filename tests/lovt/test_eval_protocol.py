@@ -1,4 +1,4 @@
-"""Protocol (spec §8.6): LR tuning on validation, runs with own seeds and folders, 95 % interval, tables."""
+"""Protocol: LR tuning on validation, runs with own seeds and folders, 95 % interval, tables."""
 
 import csv
 import json

@@ -242,7 +242,7 @@ def test_autoencoder_shapes_and_keras_layer_names(arch):
     assert model.layers["depth_8"].conv.in_channels == (32 + 16 if arch == "Unet" else 32)
     full = Autoencoder3D(arch)
     assert full.feature_dim == 512
-    # the Keras U-Net's 16,320,257 trainable parameters (spec §2.8); the skip-less one lacks 27*86016
+    # the Keras U-Net's 16,320,257 trainable parameters; the skip-less one lacks 27*86016
     assert sum(p.numel() for p in full.parameters()) == {"Unet": 16_320_257, "Vnet": 13_997_825}[arch]
 
 
