@@ -111,6 +111,35 @@ def test_fused_elastic_grid_equals_warping_the_displacement():
     assert torch.allclose(fused, via_field, atol=1e-4)
 
 
+def test_chunked_elastic_warp_equals_one_pass_over_the_batch():
+    x = _cubes(2 * R.CPU_CHUNK + 1)  # several chunks, the last one short
+    rng = np.random.default_rng(4)
+    chunked = R.elastic_warp(x, rng, generator=R.torch_generator(rng))
+    rng = np.random.default_rng(4)
+    one_pass = R.warp_grid(x, R.elastic_grid(x.shape, rng, generator=R.torch_generator(rng)))
+    assert torch.allclose(chunked, one_pass, atol=1e-5)
+
+
+@pytest.mark.parametrize("k", range(4))
+def test_in_place_pipeline_equals_the_standalone_transforms(k):
+    x = _cubes(2 * R.CPU_CHUNK + 1, seed=2)
+    probs = [0.0] * 4
+    probs[k] = 1.0
+    inputs, _, choice = R.restoration_pair(x, np.random.default_rng(11), probs=probs)
+    assert (choice == k).all()
+    rng = np.random.default_rng(11)
+    gen = R.torch_generator(rng)
+    warped = R.elastic_warp(x, rng, generator=gen)
+    R.choose_transforms(len(x), rng, probs)
+    steps = (lambda v: R.local_pixel_shuffling(v, rng, generator=gen),
+             lambda v: R.nonlinear_transform(v, rng),
+             lambda v: R.image_in_painting(v, rng, generator=gen),
+             lambda v: R.image_out_painting(v, rng, generator=gen))
+    expected = steps[k](warped)
+    assert torch.allclose(inputs, expected, atol=1e-6)
+    assert not torch.allclose(inputs, warped)
+
+
 def test_elastic_keeps_depth_profiles_and_warps_in_plane():
     z_profile = torch.linspace(0, 1, 32).view(1, 1, 1, 1, 32).expand(2, 1, 64, 64, 32).contiguous()
     warped = R.elastic_warp(z_profile, np.random.default_rng(1))
