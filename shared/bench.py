@@ -56,11 +56,18 @@ def throughput(fn, items_per_call, warmup=1, repeats=3, device=None):
     return items_per_call / times[len(times) // 2]
 
 
+def _config_text(config, limit=60):
+    text = ", ".join(f"{k}={v}" for k, v in sorted(config.items())) if isinstance(config, dict) else str(config)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def table(runs="runs"):
-    lines = ["| method | name | value | unit | device |", "|---|---|---|---|---|"]
+    """Markdown table of every runs/bench/*.json; the config column tells same-named records apart."""
+    lines = ["| method | name | value | unit | device | config |", "|---|---|---|---|---|---|"]
     for path in sorted((Path(runs) / "bench").glob("*.json")):
         for r in json.loads(path.read_text()):
-            lines.append(f"| {path.stem} | {r['name']} | {r['value']:.4g} | {r['unit']} | {r['device']} |")
+            lines.append(f"| {path.stem} | {r['name']} | {r['value']:.4g} | {r['unit']} | {r['device']} "
+                         f"| {_config_text(r.get('config', {}))} |")
     return "\n".join(lines)
 
 

@@ -70,6 +70,6 @@ def test_bench_records_are_validated_and_tabulated(tmp_path):
     path = write_records("m1", [record("train_images_per_s", 12.5, "images/s", "cpu", {"batch": 4})], runs=tmp_path)
     assert json.loads(path.read_text())[0] == {"name": "train_images_per_s", "value": 12.5, "unit": "images/s",
                                                "device": "cpu", "config": {"batch": 4}}
-    assert "| m1 | train_images_per_s | 12.5 | images/s | cpu |" in table(tmp_path)
+    assert "| m1 | train_images_per_s | 12.5 | images/s | cpu | batch=4 |" in table(tmp_path)
     with pytest.raises(ValueError, match="lacks"):
         write_records("m1", [{"name": "x", "value": 1}], runs=tmp_path)
