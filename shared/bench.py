@@ -56,7 +56,7 @@ def throughput(fn, items_per_call, warmup=1, repeats=3, device=None):
     return items_per_call / times[len(times) // 2]
 
 
-def _config_text(config, limit=60):
+def _config_text(config, limit=120):
     text = ", ".join(f"{k}={v}" for k, v in sorted(config.items())) if isinstance(config, dict) else str(config)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
