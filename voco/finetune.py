@@ -19,6 +19,7 @@ if __package__ in (None, ""):  # run as a script: make `voco` and `shared` impor
 import argparse
 import json
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -166,6 +167,13 @@ def build_model(args, device):
 
 def build_scheduler(args, optimizer):
     if args.lrschedule == "warmup_cosine":
+        if not args.lr_per_iteration and args.warmup_epochs >= args.max_epochs:
+            # MONAI clamps the warm-up to the run: the whole run ramps up from LR 0 and never decays
+            # (a 1-epoch run trains at LR 0 and learns nothing), silently
+            warnings.warn(f"--warmup_epochs {args.warmup_epochs} >= --max_epochs {args.max_epochs}: the whole run is "
+                          f"the linear warm-up from LR 0 (epoch 0 at LR 0, the last at "
+                          f"{args.optim_lr * (args.max_epochs - 1) / args.max_epochs:.2g}, no cosine); "
+                          "use a shorter warm-up for a short run", stacklevel=2)
         # per epoch by default; per iteration (--lr_per_iteration) reproduces the original, whose
         # cosine keeps oscillating between 0 and the base LR after max_epochs iterations
         return WarmupCosineSchedule(optimizer, warmup_steps=args.warmup_epochs, t_total=args.max_epochs)

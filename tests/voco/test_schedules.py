@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 
@@ -33,3 +35,19 @@ def test_finetune_schedule_per_epoch_and_the_original_per_iteration_oscillation(
     assert lr(8800) == pytest.approx(0.0, abs=1e-12) and lr(5900) == pytest.approx(3e-4)
     assert finetune.get_parser().parse_args(["--noamp", "False"]).noamp is False
     assert args.noamp is True and args.sw_batch_size == 16 and args.infer_overlap == 0.75
+
+
+def test_finetune_warns_when_the_run_never_leaves_the_warmup():
+    short = finetune.get_parser().parse_args(["--max_epochs", "10"])  # default 100-epoch warm-up
+    with pytest.warns(UserWarning, match="the last at 0.00027, no cosine"):
+        sched = finetune.build_scheduler(short, _opt(short.optim_lr))
+    assert sched.lr_lambda(0) == 0.0 and short.optim_lr * sched.lr_lambda(9) == pytest.approx(2.7e-4)
+    with pytest.warns(UserWarning, match="epoch 0 at LR 0"):  # the 1-epoch trap: LR 0 throughout
+        finetune.build_scheduler(finetune.get_parser().parse_args(["--max_epochs", "1", "--warmup_epochs", "1"]),
+                                 _opt(short.optim_lr))
+    for argv in ([], ["--max_epochs", "10", "--warmup_epochs", "0"],
+                 ["--max_epochs", "10", "--lr_per_iteration", "True"]):  # per iteration: epochs are iterations
+        args = finetune.get_parser().parse_args(argv)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            finetune.build_scheduler(args, _opt(args.optim_lr))

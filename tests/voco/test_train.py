@@ -53,7 +53,7 @@ def test_pretrain_resume_equals_uninterrupted_then_finetune(btcv_root, small_jso
         "--feature_size", "12", "--window_size", "2", "--use_checkpoint", "False",
         "--roi_x", "64", "--roi_y", "64", "--roi_z", "64", "--space_x", "4", "--space_y", "4",
         "--space_z", "5", "--sw_batch_size", "1", "--max_epochs", "1", "--val_every", "1",
-        "--warmup_epochs", "1", "--workers", "0", "--infer_overlap", "0.25"])
+        "--warmup_epochs", "0", "--workers", "0", "--infer_overlap", "0.25"])
     assert 0.0 <= result["mean_dice"] <= 1.0 and len(result["organ_dice"]) == 13
     saved = json.loads((out / "results.json").read_text())
     assert saved["mean_dice"] == result["mean_dice"] and len(saved["per_case"]) == 1
@@ -61,6 +61,10 @@ def test_pretrain_resume_equals_uninterrupted_then_finetune(btcv_root, small_jso
     assert (out / "predictions.png").stat().st_size > 0
     ft = torch.load(out / "model.pt", weights_only=True)
     assert ft["epoch"] == 1 and "optimizer" in ft and "scheduler" in ft
+    # the encoder started from the teacher branch and was trained (a zero LR would leave it equal)
+    key = "swinViT.patch_embed.proj.weight"
+    start = ckpt["state_dict"]["teacher." + key]
+    assert ft["state_dict"][key].shape == start.shape and not torch.equal(ft["state_dict"][key], start)
 
 
 @pytest.mark.slow
