@@ -143,6 +143,16 @@ def assign_official(ids, folder):
     return result
 
 
+def split_indices(ids, splits_from, val_percentage, test_percentage, seed):
+    """{split: row indices of `ids`}: from the official csv files in `splits_from`, else a seeded random split."""
+    if splits_from:
+        members = assign_official(ids, splits_from)
+        index = {key: k for k, key in enumerate(ids)}
+        return {s: [index[key] for key in members[s]] for s in members}
+    tr, va, te = random_split(len(ids), val_percentage, test_percentage, np.random.RandomState(seed))
+    return {"train": tr, "validation": va, "test": te}
+
+
 def write_json(path, stats):
     Path(path).write_text(json.dumps(stats))
 
@@ -181,13 +191,7 @@ def prepare_rsna(path, out=None, val_percentage=0.2, test_percentage=0.2, seed=N
         means.append(img.mean())
         variances.append(img.var())
     ids = [s[0] for s in samples]
-    if splits_from:
-        members = assign_official(ids, splits_from)
-        index = {pid: i for i, pid in enumerate(ids)}
-        parts = {s: [index[p] for p in members[s]] for s in members}
-    else:
-        tr, va, te = random_split(len(samples), val_percentage, test_percentage, np.random.RandomState(seed))
-        parts = {"train": tr, "validation": va, "test": te}
+    parts = split_indices(ids, splits_from, val_percentage, test_percentage, seed)
     stats = {}
     for split, idx in parts.items():
         chosen = [samples[i] for i in idx]
@@ -297,13 +301,7 @@ def prepare_siim(path, out=None, val_percentage=0.2, test_percentage=0.2, seed=N
         means.append(mean)
         variances.append(var)
         positive.append(float(mask.mean()))
-    if splits_from:
-        members = assign_official(ids, splits_from)
-        index = {i: k for k, i in enumerate(ids)}
-        parts = {s: [index[i] for i in members[s]] for s in members}
-    else:
-        tr, va, te = random_split(len(ids), val_percentage, test_percentage, np.random.RandomState(seed))
-        parts = {"train": tr, "validation": va, "test": te}
+    parts = split_indices(ids, splits_from, val_percentage, test_percentage, seed)
     stats = {}
     for split, idx in parts.items():
         write_id_csv(out / f"{split}.csv", [ids[i] for i in idx])
