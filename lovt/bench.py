@@ -1,7 +1,8 @@
 """`make bench-lovt`: image-report pairs/s, step time and peak memory of LoVT training steps (fp32 and mixed
-precision), and the data loader's pairs/s on the prepared sample dataset. Writes runs/bench/lovt.json.
+precision), the data loader's pairs/s on the prepared sample dataset, and the downstream heads' training
+images/s (YOLOv3, U-Net, linear; frozen vs fine-tuned backbone). Writes runs/bench/lovt.json.
 
-    python lovt/bench.py [--size 224] [--batch 32] [--full_bert] [--steps 10] [--workers 4]
+    python lovt/bench.py [--size 224] [--batch 32] [--full_bert] [--steps 10] [--workers 4] [--no-heads]
 
 Defaults: on CUDA the paper's geometry (224 px, batch 32, a BERT-base-sized random text encoder); on CPU a small
 one (128 px, batch 4, tiny BERT). Inputs are synthetic, so the model numbers do not depend on the disk.
@@ -111,6 +112,10 @@ def main(argv=None):
                    help="BERT-base geometry (12 layers, 768 wide) with random weights")
     p.add_argument("--workers", type=int, default=8 if cuda else 0)
     p.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=cuda)
+    p.add_argument("--heads", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time the downstream heads (frozen vs fine-tuned backbone)")
+    p.add_argument("--head_size", type=int, default=224 if cuda else 64, help="downstream input size")
+    p.add_argument("--head_batch", type=int, default=32 if cuda else 2, help="downstream batch size")
     p.add_argument("--sample", default="data/sample")
     p.add_argument("--runs", default="runs")
     args = p.parse_args(argv)
@@ -165,6 +170,15 @@ def main(argv=None):
                                   {"size": args.size, "batch": args.batch, "workers": args.workers,
                                    "data": "prepared sample MIMIC-CXR-JPG, train augmentations"}))
             print(f"data loader: {rate:.1f} pairs/s with {args.workers} workers")
+        if args.heads:
+            from lovt.evaluation.bench import head_records
+
+            del model, batch
+            heads = head_records(device=device, input_size=args.head_size, batch_size=args.head_batch,
+                                 repeats=3 if cuda else 1)
+            for r in heads:
+                print(f"{r['name']}: {r['value']:.1f} images/s")
+            records += heads
     print(f"wrote {write_records('lovt', records, runs=args.runs)}")
 
 

@@ -5,6 +5,8 @@
     python -m lovt.evaluation.prepare siim   <siim-acr-pneumothorax-segmentation>
     python -m lovt.evaluation.prepare object <object-CXR>                [--val_percentage 0.2]
     python -m lovt.evaluation.prepare nih    <NIH_CXR_pathology_detection> [--include_no_findings 100]
+        (images in images/images_XX/images/ as the original, images_XXX/images/ as Kaggle's download,
+        or one flat images/ folder as NIH's tarballs; Data_Entry_2017_v2020.csv or Data_Entry_2017.csv)
 
 Each writes train.csv, validation.csv, test.csv, dataset_statistics.json and the processed images/masks
 into the dataset folder (or `--out`), as the original scripts. `--seed` fixes the random split;
@@ -395,13 +397,34 @@ def prepare_object_cxr(path, out=None, val_percentage=0.2, seed=None, splits_fro
 
 
 # -------------------------------------------------------------------------------- NIH ChestX-ray14
+# Where the PNGs may sit under the NIH folder, in the order tried: the original's arrangement, Kaggle's
+# nih-chest-xrays/data download (images_001/images/ ... images_012/images/), and NIH's own tarballs
+# (images_001.tar.gz ... each extracts into one flat images/ folder).
+NIH_IMAGE_FOLDERS = ([f"images/images_{i:02d}/images" for i in range(1, 13)],
+                     [f"images_{i:03d}/images" for i in range(1, 13)],
+                     ["images"])
+NIH_DATA_ENTRY = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")  # the original's name, then Kaggle's
+
+
 def find_nih_image(path, image_id):
-    found = [p for i in range(12) if (p := path / "images" / f"images_{i + 1:02d}" / "images" / f"{image_id}.png")
-             .exists()]
-    if len(found) != 1:
-        raise FileNotFoundError(f"{image_id}.png found {len(found)} times under {path}/images/images_XX/images/ "
-                                "(exactly one expected)")
-    return found[0]
+    """The one `<image_id>.png` of the first layout of NIH_IMAGE_FOLDERS that has it."""
+    for folders in NIH_IMAGE_FOLDERS:
+        found = [f for folder in folders if (f := path / folder / f"{image_id}.png").is_file()]
+        if len(found) > 1:
+            raise FileNotFoundError(f"{image_id}.png found {len(found)} times under {path}: "
+                                    + ", ".join(str(f.parent) for f in found) + " (exactly one expected)")
+        if found:
+            return found[0]
+    raise FileNotFoundError(f"{image_id}.png not found under {path} (looked in images/images_XX/images/, "
+                            "images_XXX/images/ and images/)")
+
+
+def nih_data_entry(path):
+    for name in NIH_DATA_ENTRY:
+        if (path / name).is_file():
+            return path / name
+    raise FileNotFoundError(f"{path}: neither {' nor '.join(NIH_DATA_ENTRY)} found (needed for the "
+                            "'No Finding' images; or pass include_no_findings=0)")
 
 
 def prepare_nih(path, out=None, val_percentage=0.2, test_percentage=0.2, include_no_findings=100, seed=None,
@@ -422,7 +445,7 @@ def prepare_nih(path, out=None, val_percentage=0.2, test_percentage=0.2, include
     groups = [annotated]
     if include_no_findings > 0:
         test_ids = set((path / "test_list.txt").read_text().split())
-        entries = pd.read_csv(path / "Data_Entry_2017_v2020.csv")
+        entries = pd.read_csv(nih_data_entry(path))
         pool = entries[(entries["Finding Labels"] == "No Finding") & entries["Image Index"].isin(test_ids)]
         if len(pool) < include_no_findings:
             warnings.warn(f"only {len(pool)} 'No Finding' test images, fewer than {include_no_findings}", stacklevel=2)

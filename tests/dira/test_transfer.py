@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dira import transfer
-from dira.models import DiRAMoCo
+from dira.models import DiRABarlowTwins, DiRAMoCo, DiRASimSiam
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,25 @@ def test_mode_di_files(dira_files, name):
     report = transfer.load_into_resnet(resnet, out / name, verbose=False)
     assert report.fraction == 1.0
     assert torch.equal(resnet.conv1.weight, di.encoder_q.conv1.weight)
+
+
+@pytest.mark.parametrize("method", ["barlowtwins", "simsiam"])
+def test_other_methods_checkpoints(tmp_path, method):
+    """--method barlowtwins / simsiam checkpoints (online network as encoder_q, projector, predictor) convert too."""
+    torch.manual_seed(0)
+    model = (DiRABarlowTwins("resnet18", projector="64-64") if method == "barlowtwins"
+             else DiRASimSiam("resnet18", dim=64, pred_dim=16))
+    torch.save({"epoch": 1, "state_dict": {"module." + k: v for k, v in model.state_dict().items()}},
+               tmp_path / "checkpoint.pth")
+    src = model.encoder_q.backbone.state_dict()
+    resnet = transfer.build_resnet("resnet18")
+    report = transfer.load_into_resnet(resnet, tmp_path / "checkpoint.pth", verbose=False)
+    assert report.fraction == 1.0
+    assert torch.equal(resnet.layer4[1].conv2.weight, src["encoder.layer4.1.conv2.weight"])
+    unet = transfer.build_unet("resnet18")
+    report = transfer.load_into_unet(unet, tmp_path / "checkpoint.pth", verbose=False)
+    assert report.fraction == 1.0 and len(report.matched) == len(src) - 2
+    assert torch.equal(unet.state_dict()["decoder.blocks.0.conv1.0.weight"], src["decoder.blocks.0.conv1.0.weight"])
 
 
 def test_key_encoder_is_never_taken(dira_files):

@@ -14,6 +14,7 @@ from PIL import Image
 from lovt.evaluation.data import DownstreamDataset, collate, read_split_csv
 from lovt.evaluation.prepare import (
     equalize_hist,
+    find_nih_image,
     object_boxes,
     parse_object_annotation,
     prepare_covid,
@@ -226,3 +227,32 @@ def test_sample_covid_and_object_cxr_prepare(sample_data, tmp_path):
     assert sum(len(ds[i]["boxes"]) for i in range(len(ds))) > 0
     seg = DownstreamDataset(obj, "object_cxr_segmentation", "test", input_size=64)
     assert sum(int(seg[i]["masks"].sum()) for i in range(len(seg))) > 0
+
+
+@pytest.mark.parametrize("layout", ["kaggle", "nih_tarballs"])
+def test_nih_other_download_layouts_give_the_same_dataset(tmp_path, layout):
+    """Kaggle's images_XXX/images/ + Data_Entry_2017.csv, and NIH's flat images/ (its tarballs), prepare
+    exactly as the original's images/images_XX/images/ arrangement."""
+    import shutil
+
+    from shared.sample_data import generate
+
+    raw = generate(tmp_path / "sample", seed=0, only=["chestxray14"])["chestxray14"]
+    nested = raw / "images" / "images_01" / "images"
+    reference = prepare_nih(raw, out=tmp_path / "reference", seed=0, include_no_findings=5)
+    other = tmp_path / layout
+    other.mkdir()
+    for name in ("BBox_List_2017.csv", "test_list.txt", "Data_Entry_2017.csv"):
+        shutil.copy(raw / name, other / name)  # no Data_Entry_2017_v2020.csv: Kaggle's file name is used
+    target = other / ("images_001/images" if layout == "kaggle" else "images")
+    shutil.copytree(nested, target)
+    out = prepare_nih(other, seed=0, include_no_findings=5)
+    for name in ("train.csv", "validation.csv", "test.csv", "dataset_statistics.json"):
+        assert (out / name).read_text() == (reference / name).read_text(), name
+    with pytest.raises(FileNotFoundError, match="not found under"):
+        find_nih_image(other, "99999999_000")
+    if layout == "kaggle":  # the same image in two folders of one layout is ambiguous
+        (other / "images_002" / "images").mkdir(parents=True)
+        shutil.copy(target / "00000003_000.png", other / "images_002" / "images")
+        with pytest.raises(FileNotFoundError, match="found 2 times"):
+            find_nih_image(other, "00000003_000")
