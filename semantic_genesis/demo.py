@@ -1,6 +1,6 @@
-"""`make demo-semantic_genesis`: self-discovery, pre-training and nodule classification on the sample CT.
+"""`make demo-semantic_genesis`: self-discovery, pre-training and nodule segmentation on the sample CT.
 
-    python semantic_genesis/demo.py [--sample data/sample] [--runs runs]
+    python semantic_genesis/demo.py [--sample data/sample] [--runs runs] [--task classification]
 """
 
 import sys
@@ -9,12 +9,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `semantic_genesis` and `shared` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from semantic_genesis import config, finetune_classification, train
+from semantic_genesis import config, finetune_classification, finetune_segmentation, train
 from shared.genesis_demo import run_demo
 
 
 def main(argv=None):
-    return run_demo(config.METHOD, config.EXP_NAME, train.main, finetune_classification.main, argv)
+    finetune = {"segmentation": finetune_segmentation.main, "classification": finetune_classification.main}
+    return run_demo(config.METHOD, config.EXP_NAME, train.main, finetune, argv)
 
 
 if __name__ == "__main__":

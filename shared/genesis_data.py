@@ -1,4 +1,4 @@
-"""The self-discovered pattern cubes of Semantic Genesis / TransVW (spec §3.6, §5.2), as batches.
+"""The self-discovered pattern cubes of Semantic Genesis / TransVW, as batches.
 
 Files written by the pattern generator, block b = 1, 2, ... of 50 classes each:
 
@@ -84,7 +84,7 @@ class PatternCubes:
 
 def load_patterns(data_dir, cls_classes=44, nb_instances=200, nb_val_instances=30, nb_multires_patch=3,
                   skip_blank=True):
-    """(train, validation) PatternCubes as the original train.py selects them (spec §5.2).
+    """(train, validation) PatternCubes as the original train.py selects them: files, counts and order.
 
     skip_blank: leave out a resolution-2/3 file that is missing or whose first cubes are all zeros (what
     the original generator writes without --multi_res), with a warning; the original trains on the blank
@@ -186,7 +186,7 @@ class RestorationBatches(Dataset):
 
 def write_pattern_files(data_dir, cubes_per_class, n_classes, n_val_per_class, shape=(64, 64, 32),
                         resolutions=3, seed=0, dtype=np.float32):
-    """Write a synthetic set in the §3.6 layout (for tests and demos); class c is a blob at a place."""
+    """Write a synthetic set in the pattern generator's file layout (tests, demos); class c is a blob."""
     rng = np.random.default_rng(seed)
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)

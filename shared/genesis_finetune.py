@@ -1,6 +1,6 @@
 """Fine-tuning the Models Genesis family's 3D U-Net (Semantic Genesis, TransVW, Models Genesis weights).
 
-The two uses the originals' READMEs show, with their defects fixed (spec §6):
+The two uses the originals' READMEs show, with their defects fixed:
 
 - classification: the pre-trained encoder, global average pooling of the bottleneck and a Linear
   layer giving logits, trained with BCEWithLogits (one class) or cross-entropy (several). The README's

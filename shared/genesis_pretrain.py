@@ -1,4 +1,4 @@
-"""Pre-training of Semantic Genesis and TransVW: self-classification + self-restoration (spec §5).
+"""Pre-training of Semantic Genesis and TransVW: self-classification + self-restoration.
 
 The two originals' `pytorch/train.py` are one program with two names; each method folder's train.py
 passes its name and defaults to `build_parser` and `main` here.

@@ -1,5 +1,5 @@
 """TransVW demo (`make demo-transvw`): visual words from the sample LUNA16 scans, a short pre-training,
-then nodule presence from the TransVW weights vs from scratch.
+then nodule segmentation from the TransVW weights vs from scratch (`--task classification`: nodule presence).
 
     python transvw/demo.py --sample data/sample --runs runs
 """
@@ -12,12 +12,14 @@ if __package__ in (None, ""):  # run as a script: make `transvw` and `shared` im
 
 from shared import genesis_demo
 from transvw import config
-from transvw.finetune_classification import main as finetune
+from transvw.finetune_classification import main as classify
+from transvw.finetune_segmentation import main as segment
 from transvw.train import main as pretrain
 
 
 def main(argv=None):
-    return genesis_demo.run_demo(config.METHOD, config.EXP_NAME, pretrain, finetune, argv)
+    return genesis_demo.run_demo(config.METHOD, config.EXP_NAME, pretrain,
+                                 {"segmentation": segment, "classification": classify}, argv)
 
 
 if __name__ == "__main__":
