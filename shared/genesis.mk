@@ -44,7 +44,7 @@ pretrain-$(1): $$(STAMP)
 		$$(if $$(DATA),,$$($(2)_PRETRAIN_SMALL)) $$(ARGS)
 
 finetune-$(1): $$(STAMP)
-	$$(PY) $(1)/finetune_$$($(2)_TASK).py $$(or $$(DATA),--luna16 $$($(2)_SOURCE)) \
+	$$(LAUNCH) $(1)/finetune_$$($(2)_TASK).py $$(or $$(DATA),--luna16 $$($(2)_SOURCE)) \
 		$$(if $$(WEIGHTS),--weights $$(WEIGHTS)) --output_dir $$($(2)_WORK)/finetune_$$($(2)_TASK) $$(ARGS)
 
 demo-$(1): $$(STAMP)

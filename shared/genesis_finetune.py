@@ -11,6 +11,12 @@ Weights load through `shared.weights.load_pretrained`, which strips DataParallel
 `projection_head`/`prototypes` keys and prints the match report. Data: a folder of
 `{train,val,test}_x.npy` (N x X x Y x Z in [0, 1]) and `{train,val,test}_y.npy` (N labels, or N x X x Y x Z
 masks), or `--luna16 <root>` to cut nodule cubes from a LUNA16 tree (annotations.csv, candidates.csv).
+
+Runs as one process (CPU or one GPU) or under torchrun (DDP, `--batch_size` per process, each process
+drawing its share of the training cubes through a DistributedSampler). Validation and test sets are small
+here, so every process scores them whole: the numbers, and so the early-stopping decision, are the same on
+every rank without any communication; only rank 0 writes logs and checkpoints. `--amp` runs the forward
+pass under bf16 autocast (on by default on a GPU); losses are computed in fp32.
 """
 
 import argparse
@@ -23,11 +29,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from tqdm import tqdm
 
 from shared.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
-from shared.distributed import seed_everything
+from shared.distributed import barrier, cleanup, init_distributed, seed_everything
 from shared.losses import dice_coef_loss, dice_score
 from shared.runlog import RunLogger
 from shared.unet3d import UNet3D
@@ -199,6 +205,7 @@ def build_parser(description, task, weights_name):
     p.add_argument("--output_dir", default=f"runs/finetune_{task}")
     p.add_argument("--resume", nargs="?", const="auto", default=None)
     p.add_argument("--device", default=None)
+    p.add_argument("--amp", default="auto", choices=["auto", "on", "off"], help="bf16 autocast (auto: on GPU)")
     return p
 
 
@@ -211,6 +218,7 @@ def build_model(task, args):
 
 
 def _loss(task, out, y, n_class):
+    out = out.float()  # fp32 loss under autocast
     if task == "segmentation":
         return dice_coef_loss(y, out)
     if n_class == 1:
@@ -219,13 +227,14 @@ def _loss(task, out, y, n_class):
 
 
 @torch.no_grad()
-def evaluate(model, loader, task, n_class, device):
+def evaluate(model, loader, task, n_class, device, amp=False):
     """(mean loss, metric): AUC (binary) / accuracy (multi-class) / mean hard Dice (segmentation)."""
     model.eval()
     losses, scores, labels, dice = [], [], [], []
     for x, y in loader:
         x, y = x.to(device), y.to(device)
-        out = model(x)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(x).float()
         losses.append(_loss(task, out, y, n_class).item() * len(x))
         if task == "segmentation":
             dice.append(dice_score((out > 0.5).float(), y.unsqueeze(1)).squeeze(1).cpu())
@@ -244,33 +253,44 @@ def evaluate(model, loader, task, n_class, device):
     return sum(losses) / n, metric
 
 
-def run(args, task):
+def run(args, task, info=None):
     """Fine-tune and test; returns {'val_loss', 'test_loss', 'test_metric', 'metric'}."""
-    seed_everything(args.seed)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    info = info or init_distributed(device=args.device)
+    device = info.device
+    amp = args.amp == "on" or (args.amp == "auto" and device.type == "cuda")
+    seed_everything(args.seed)  # the same on every rank: one split, one initialisation
     size = (args.input_rows, args.input_cols, args.input_deps)
     if args.luna16:
         data = luna16_nodule_cubes(args.luna16, size, getattr(args, "neg_per_pos", 1), seed=args.seed,
                                    masks=task == "segmentation")
     else:
         data = load_split_arrays(args.data_dir)
-    loaders = {}
+    loaders, sampler = {}, None
     for s, (x, y) in data.items():
         ds = TensorDataset(torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y))
         gen = torch.Generator().manual_seed(args.seed)
-        loaders[s] = DataLoader(ds, batch_size=args.batch_size, shuffle=s == "train", generator=gen,
-                                drop_last=s == "train" and len(ds) > args.batch_size, num_workers=args.num_workers)
+        if s == "train" and info.distributed:
+            sampler = DistributedSampler(ds, info.world_size, info.rank, shuffle=True, seed=args.seed)
+        loaders[s] = DataLoader(ds, batch_size=args.batch_size, shuffle=s == "train" and sampler is None,
+                                sampler=sampler if s == "train" else None, generator=gen,
+                                drop_last=s == "train" and len(ds) > args.batch_size * info.world_size,
+                                num_workers=args.num_workers)
     n_class = getattr(args, "n_class", 1)
     metric_name = "dice" if task == "segmentation" else ("auc" if n_class == 1 else "accuracy")
-    print(f"{task}: " + ", ".join(f"{s} {len(d[0])}" for s, d in data.items()) + f" cubes of {size}")
+    if info.is_main:
+        print(f"{task}: " + ", ".join(f"{s} {len(d[0])}" for s, d in data.items()) + f" cubes of {size}")
 
     model = build_model(task, args).to(device)
+    net = model
+    if info.distributed:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                        else None)
     if args.optimizer == "sgd":
         optimizer = torch.optim.SGD(model.parameters(), args.lr, momentum=0.9, weight_decay=0.0, nesterov=False)
     else:
         optimizer = torch.optim.Adam(model.parameters(), args.lr)
     out_dir = Path(args.output_dir)
-    logger = RunLogger(out_dir, config=vars(args))
+    logger = RunLogger(out_dir, config=vars(args), enabled=info.is_main)
     start, best, bad, step = 0, float("inf"), 0, 0
     last = out_dir / "last.pt"
     if args.resume:
@@ -286,43 +306,58 @@ def run(args, task):
             raise FileNotFoundError(f"--resume {path}: no such checkpoint")
     for epoch in range(start, args.nb_epoch):
         t0 = time.time()
-        model.train()
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        net.train()
         total, count = 0.0, 0
-        for x, y in tqdm(loaders["train"], desc=f"epoch {epoch + 1}", leave=False):
+        for x, y in tqdm(loaders["train"], desc=f"epoch {epoch + 1}", leave=False, disable=not info.is_main):
             x, y = x.to(device), y.to(device)
-            loss = _loss(task, model(x), y, n_class)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                out = net(x)
+            loss = _loss(task, out, y, n_class)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step += 1
             total, count = total + loss.item() * len(x), count + len(x)
-        val_loss, val_metric = evaluate(model, loaders["val"], task, n_class, device)
+        val_loss, val_metric = evaluate(model, loaders["val"], task, n_class, device, amp)
         logger.log(step, epoch=epoch + 1, train_loss=total / max(count, 1), val_loss=val_loss,
                    **{f"val_{metric_name}": val_metric})
-        print(f"epoch {epoch + 1}: train {total / max(count, 1):.4f} val {val_loss:.4f} "
-              f"{metric_name} {val_metric:.4f} ({time.time() - t0:.1f}s)")
+        if info.is_main:
+            print(f"epoch {epoch + 1}: train {total / max(count, 1):.4f} val {val_loss:.4f} "
+                  f"{metric_name} {val_metric:.4f} ({time.time() - t0:.1f}s)")
         if val_loss < best:
             best, bad = val_loss, 0
-            save_atomic({"epoch": epoch + 1, "state_dict": model.state_dict(), "best_loss": float(best),
-                         f"val_{metric_name}": float(val_metric)}, out_dir / "best.pt")
+            if info.is_main:
+                save_atomic({"epoch": epoch + 1, "state_dict": model.state_dict(), "best_loss": float(best),
+                             f"val_{metric_name}": float(val_metric)}, out_dir / "best.pt")
         else:
             bad += 1
-        save_atomic({"epoch": epoch + 1, "state_dict": model.state_dict(),
-                     "optimizer_state_dict": optimizer.state_dict(), "best_loss": float(best),
-                     "num_epoch_no_improvement": bad, "step": step, "rng_state": rng_state(),
-                     "loader_generator": loaders["train"].generator.get_state()}, last)
+        if info.is_main:
+            save_atomic({"epoch": epoch + 1, "state_dict": model.state_dict(),
+                         "optimizer_state_dict": optimizer.state_dict(), "best_loss": float(best),
+                         "num_epoch_no_improvement": bad, "step": step, "rng_state": rng_state(),
+                         "loader_generator": loaders["train"].generator.get_state()}, last)
         if bad >= args.patience:
-            print(f"early stopping after {epoch + 1} epochs")
+            if info.is_main:
+                print(f"early stopping after {epoch + 1} epochs")
             break
+    barrier()  # rank 0 has written best.pt
     if (out_dir / "best.pt").is_file():
         model.load_state_dict(load_checkpoint(out_dir / "best.pt", map_location=device)["state_dict"])
-    test_loss, test_metric = evaluate(model, loaders["test"], task, n_class, device)
+    test_loss, test_metric = evaluate(model, loaders["test"], task, n_class, device, amp)
     logger.log(step, test_loss=test_loss, **{f"test_{metric_name}": test_metric})
     logger.close()
-    print(f"test: loss {test_loss:.4f} {metric_name} {test_metric:.4f}")
+    if info.is_main:
+        print(f"test: loss {test_loss:.4f} {metric_name} {test_metric:.4f}")
     return {"val_loss": best, "test_loss": test_loss, "test_metric": test_metric, "metric": metric_name}
 
 
 def main(task, description, weights_name, argv=None):
     args = build_parser(description, task, weights_name).parse_args(argv)
-    return run(args, task)
+    info = init_distributed(device=args.device)
+    try:
+        return run(args, task, info)
+    finally:
+        if info.distributed:
+            cleanup()

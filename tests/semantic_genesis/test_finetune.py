@@ -1,6 +1,11 @@
 """Fine-tuning: released checkpoint layouts load completely; logits head; runs on arrays and LUNA16."""
 
+import csv
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +17,7 @@ from shared.unet3d import UNet3D, YNet3D
 from shared.weights import WeightLoadError, load_pretrained
 
 WIDTH = 2
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _released_semantic_genesis(path):
@@ -130,6 +136,29 @@ def test_segmentation_runs_and_resume_continues(tmp_path):
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["test_metric"] == pytest.approx(full["test_metric"])
+
+
+def test_two_process_ddp_fine_tuning_on_cpu(tmp_path):
+    """torchrun with 2 CPU processes (gloo): one writer, a plain state dict, both ranks through every epoch."""
+    data = _arrays(tmp_path, masks=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "semantic_genesis/finetune_segmentation.py", *_args(data, None, tmp_path / "ddp", "--batch_size", "2")]
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("test: loss") == 1  # rank 0 prints
+    ckpt = torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and not any(k.startswith("module.") for k in ckpt["state_dict"])
+    with open(tmp_path / "ddp" / "metrics.csv", newline="") as f:
+        epochs = [float(r["epoch"]) for r in csv.DictReader(f) if r.get("epoch")]
+    assert epochs == [1, 2]  # one writer
+
+
+def test_bf16_autocast_fine_tuning_runs(tmp_path):
+    """--amp on: the forward pass in bf16 (CPU autocast here, GPU in real use), losses and metrics in fp32."""
+    data = _arrays(tmp_path, masks=False)
+    result = finetune_classification.main(_args(data, None, tmp_path / "amp", "--amp", "on"))
+    assert np.isfinite(result["test_loss"]) and 0 <= result["test_metric"] <= 1
 
 
 def test_missing_split_file_is_named(tmp_path):
