@@ -108,7 +108,7 @@ def above(x, threshold):
 
 def pretrain_transforms(a_min=-175.0, a_max=250.0, b_min=0.0, b_max=1.0, size=(384, 384, 96),
                         fg_threshold=0.3):
-    """§3.2: load int16 HU, RAS, window to [0, 1], crop to the box of voxels > 0.3, resize to `size`
+    """Load int16 HU, RAS, window to [0, 1], crop to the box of voxels > 0.3, resize to `size`
     (no spacing: the whole foreground box is stretched, as in the original)."""
     return Compose([
         LoadImaged(keys="image", image_only=True, dtype=np.int16),
@@ -154,7 +154,7 @@ def overlap_labels(corners, base_roi=96, num_crops=4):
 
 
 class VoCoCrops:
-    """Working volume -> base crops, random crops and their overlap labels (§2.2-2.5).
+    """Working volume -> base crops, random crops and their overlap labels.
 
     Args:
         roi_small: side every crop is resized to (--roi_x, 64).
@@ -252,7 +252,10 @@ class VoCoDataset(torch.utils.data.Dataset):
                 warnings.warn(f"skipping unreadable volume: {err}", stacklevel=2)
                 continue
             rng = np.random.default_rng([self.seed, self.epoch, j])
-            return self.crops(image, rng)
+            try:
+                return self.crops(image, rng)
+            except ValueError as err:  # e.g. a stale cache of another working-volume size
+                raise ValueError(f"{self.items[j]['image']}: {err}") from err
         raise RuntimeError("no readable volume in the dataset")
 
 
@@ -345,12 +348,13 @@ def crops_figure(volume, crops, png_path, seed=0):
 
 
 # ---------------------------------------------------------------------------------------------
-# BTCV fine-tuning (§5.3)
+# BTCV fine-tuning
 
 
 def btcv_transforms(args, train=True):
-    """§5.3 with one fix: SpatialPadd to the roi before the positive/negative crop, so volumes smaller
-    than the patch after foreground cropping still give full-size patches (the original has none)."""
+    """The original's fine-tuning transforms with one fix: SpatialPadd to the roi before the
+    positive/negative crop, so volumes smaller than the patch after foreground cropping still give
+    full-size patches (the original has none)."""
     keys = ["image", "label"]
     roi = (args.roi_x, args.roi_y, args.roi_z)
     common = [

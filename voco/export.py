@@ -55,6 +55,14 @@ def load_voco_encoder(model, checkpoint, branch="teacher", verbose=True):
     return report
 
 
+def infer_window_size(state, default=7):
+    """Swin window side from a relative-position table of (2w - 1)^3 rows (7 -> 2197)."""
+    table = state.get("swinViT.layers1.0.blocks.0.attn.relative_position_bias_table")
+    if table is None:
+        return default
+    return (round(table.shape[0] ** (1 / 3)) + 1) // 2
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", help="VoCo checkpoint (model_*.pt, final_model.pth) or VoCo_10k.pt")
@@ -62,12 +70,13 @@ def main(argv=None):
                    help="teacher = EMA weights (the released file's loader says 'voco ema')")
     p.add_argument("--out", required=True, help="output .pt (plain SwinUNETR encoder state dict)")
     p.add_argument("--feature_size", default=None, type=int, help="checked against (default: inferred)")
-    p.add_argument("--window_size", default=7, type=int)
+    p.add_argument("--window_size", default=None, type=int, help="checked against (default: inferred)")
     args = p.parse_args(argv)
     state = branch_state_dict(args.checkpoint, args.branch)
     feature_size = args.feature_size or int(state["swinViT.patch_embed.proj.weight"].shape[0])
+    window_size = args.window_size or infer_window_size(state)
     from voco.models import swinunetr
-    check = swinunetr(feature_size=feature_size, window_size=args.window_size)
+    check = swinunetr(feature_size=feature_size, window_size=window_size)
     report = load_voco_encoder(check, state, verbose=False)  # the all-matched check
     save_atomic({k: v.detach().cpu().contiguous() for k, v in state.items()}, args.out)
     print(f"wrote {args.out}: {len(state)} tensors of the {args.branch} branch "

@@ -43,16 +43,22 @@ def voco_losses(p_s, q_s, p_t, q_t, labels, batch):
     p_*: (B*S)xD random-crop outputs, q_*: (B*K)xD base-crop outputs (s student, t teacher), all
     sample-major; labels: BxSxK overlap fractions (float64 in the original, so the terms are too).
     logits = (ReLU-cos(p_s, q_t) + ReLU-cos(p_t, q_s)) / 2: each half sends gradient into one student
-    side only. Returns (pos, neg, reg, logits BxSxK).
+    side only. Without a teacher (p_t and q_t None: the CVPR paper's single network) the logits are
+    ReLU-cos(p_s, q_s), with gradient into both sides. Returns (pos, neg, reg, logits BxSxK).
     """
     with torch.autocast(p_s.device.type, enabled=False):  # cosines in fp32, as autocast does for
         return _voco_losses(p_s, q_s, p_t, q_t, labels, batch)  # the original's cosine_similarity
 
 
 def _voco_losses(p_s, q_s, p_t, q_t, labels, batch):
-    p_s, p_t = p_s.float().reshape(batch, -1, p_s.shape[-1]), p_t.float().reshape(batch, -1, p_t.shape[-1])
-    q_s, q_t = q_s.float().reshape(batch, -1, q_s.shape[-1]), q_t.float().reshape(batch, -1, q_t.shape[-1])
-    logits = 0.5 * (online_assign(p_s, q_t) + online_assign(p_t, q_s))
+    p_s = p_s.float().reshape(batch, -1, p_s.shape[-1])
+    q_s = q_s.float().reshape(batch, -1, q_s.shape[-1])
+    if p_t is None:  # one network: same value as the symmetric form with p_t = p_s, q_t = q_s
+        logits = online_assign(p_s, q_s)
+    else:
+        p_t = p_t.float().reshape(batch, -1, p_t.shape[-1])
+        q_t = q_t.float().reshape(batch, -1, q_t.shape[-1])
+        logits = 0.5 * (online_assign(p_s, q_t) + online_assign(p_t, q_s))
     logits_l = logits.to(labels.dtype)
     pos = pos_loss(labels, logits_l).mean()
     neg = neg_loss(labels, logits_l).mean()

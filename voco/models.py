@@ -58,7 +58,7 @@ class Swin(nn.Module):
         hidden_dim, out_dim: projection-head widths (2048, 2048).
         use_checkpoint: activation checkpointing of the Swin blocks (original: True).
         window_size: Swin attention window (7; smaller only to make CPU tests fast).
-        double_input: the CVPR-era variant (§1.6) that concatenates each crop with itself along the
+        double_input: the CVPR-era variant that concatenates each crop with itself along the
             first spatial axis before the backbone (64^3 -> 128x64x64).
     """
 
@@ -97,8 +97,8 @@ class VoCo(nn.Module):
         ema_momentum: teacher <- m*teacher + (1-m)*student once per step, between the student and the
             teacher forward (original: 0.9, constant).
         teacher_init: 'random' (original: built independently) or 'student' (copied at construction).
-        single_network: the CVPR paper's version: no teacher; the "teacher" features are the student's
-            own, detached, so both logit terms of the symmetric average come from one network.
+        single_network: the CVPR paper's version: no teacher; logits ReLU-cos(random, base) of the one
+            network, with gradient into both the random-crop and the base-crop features.
         other args: see `Swin`.
     """
 
@@ -138,13 +138,12 @@ class VoCo(nn.Module):
         batch = labels.shape[0]
         inputs = torch.cat([img, crops], dim=0)
         out_s = student(inputs)  # (B*sw + B*n)xD, one batch so the head's BN sees all crops
-        if self.single_network:
-            out_t = out_s.detach()
-        else:
-            self.ema_update()  # the original's point in the step: after the student forward
-            with torch.no_grad():
-                self.teacher.train(student.training)
-                out_t = self.teacher(inputs).detach()
         n_rand = img.shape[0]
+        if self.single_network:
+            return voco_losses(out_s[:n_rand], out_s[n_rand:], None, None, labels, batch)
+        self.ema_update()  # the original's point in the step: after the student forward
+        with torch.no_grad():
+            self.teacher.train(student.training)
+            out_t = self.teacher(inputs).detach()
         return voco_losses(out_s[:n_rand], out_s[n_rand:], out_t[:n_rand], out_t[n_rand:], labels,
                            batch)

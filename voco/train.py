@@ -14,6 +14,7 @@ if __package__ in (None, ""):  # run as a script: make `voco` and `shared` impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
+import warnings
 
 import torch
 
@@ -28,7 +29,7 @@ from voco.utils import amp_settings, str2bool
 
 def get_parser():
     p = argparse.ArgumentParser(description="VoCo pre-training (SwinUNETR-v2 student/teacher)")
-    # --- the original's flags (§6.1), same names and defaults
+    # --- the original's flags, same names and defaults
     p.add_argument("--logdir", default="logs", type=str, help="run folder (checkpoints, metrics, PNGs)")
     p.add_argument("--epochs", default=100, type=int, help="only used by the poly schedule")
     p.add_argument("--num_steps", default=250000, type=int, help="optimiser steps")
@@ -134,6 +135,18 @@ def build_datalist(args):
     return items
 
 
+def first_volume(dataset, skip_bad=True):
+    """The first readable pre-processed volume (for crops.png); a bad one is skipped like in training."""
+    for i in range(len(dataset)):
+        try:
+            return dataset.load(i)
+        except ValueError as err:
+            if not skip_bad:
+                raise
+            warnings.warn(f"skipping unreadable volume: {err}", stacklevel=2)
+    raise RuntimeError("no readable volume in the dataset")
+
+
 def main(argv=None):
     args = get_parser().parse_args(argv)
     args.cache_dataset = args.cache_dataset or args.smartcache_dataset
@@ -176,7 +189,8 @@ def main(argv=None):
         print(f"VoCo: {len(dataset)} volumes, {sum(p.numel() for p in model.parameters()):,} parameters,"
               f" device {info.device}, world {info.world_size}, amp {amp} ({args.amp_dtype})")
         if state["global_step"] == 0:
-            crops_figure(dataset.load(0), dataset.crops, Path(args.logdir) / "crops.png", args.seed)
+            crops_figure(first_volume(dataset, args.skip_bad), dataset.crops,
+                         Path(args.logdir) / "crops.png", args.seed)
     state = engine.train(args, model, student, optimizer, scheduler, scaler, dataset, info, logger,
                          state, amp, amp_dtype)
     logger.close()

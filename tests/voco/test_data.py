@@ -7,14 +7,17 @@ import torch
 from monai.transforms import Resize
 
 from voco.data import (
+    SafeDataset,
     VoCoCrops,
     VoCoDataset,
     base_dataset,
+    btcv_transforms,
     flatten_batch,
     load_datalist,
     overlap_labels,
     pretrain_transforms,
 )
+from voco.finetune import get_parser as finetune_parser
 from voco.make_json import make_json
 
 
@@ -140,3 +143,22 @@ def test_make_json(tmp_path):
     assert sorted(e["image"] for e in spec["training"] + spec["validation"]) == ["a.nii.gz", "sub/b.nii"]
     assert len(spec["validation"]) == 1
     assert len(load_datalist(tmp_path / "list.json", tmp_path / "vols")) == 1
+
+
+def test_finetune_volume_smaller_than_the_patch_is_padded_and_bad_labels_name_the_file(tmp_path):
+    args = finetune_parser().parse_args(["--roi_x", "32", "--roi_y", "32", "--roi_z", "32",
+                                         "--sw_batch_size", "2"])
+    image = np.full((30, 30, 12), 100, np.int16)  # 1 mm voxels -> 20x20x8 at 1.5 mm, under the 32^3 patch
+    label = np.zeros((30, 30, 12), np.uint8)
+    label[10:20, 10:20, 4:8] = 6
+    items = [{"image": str(_nifti(tmp_path / "small.nii.gz", image)),
+              "label": str(_nifti(tmp_path / "small_label.nii.gz", label))}]
+    ds = SafeDataset(base_dataset(items, btcv_transforms(args, train=True)), items, skip_bad=False)
+    patches = ds[0]
+    assert len(patches) == 2 and all(tuple(p["image"].shape) == (1, 32, 32, 32) for p in patches)
+    assert all(tuple(p["label"].shape) == (1, 32, 32, 32) for p in patches)
+    flat = [{"image": items[0]["image"], "label": str(_nifti(tmp_path / "flat_label.nii.gz", label[:, :, 0]))}]
+    ds = SafeDataset(base_dataset(flat, btcv_transforms(args, train=False)), flat, skip_bad=False)
+    with pytest.raises(ValueError, match="3-D") as err:
+        ds[0]
+    assert "flat_label.nii.gz" in str(err.value)

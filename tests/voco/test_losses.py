@@ -62,3 +62,22 @@ def test_voco_losses_symmetric_logits_and_gradients():
     torch.testing.assert_close(reg, reg_loss(q_s.reshape(B, K, D)).mean())
     (pos + neg + reg).backward()
     assert p_s.grad.abs().sum() > 0 and q_s.grad.abs().sum() > 0
+
+
+def test_single_network_logits_have_full_gradient():
+    # the CVPR paper's one-network logits: same value as the symmetric form fed with detached copies
+    # of the same features, but both sides get the whole gradient (the symmetric form gives each half)
+    torch.manual_seed(3)
+    B, S, K, D = 1, 2, 4, 8
+    labels = torch.softmax(torch.randn(B, S, K), -1).double()
+    p, q = torch.randn(B * S, D), torch.randn(B * K, D)
+    p1, q1 = p.clone().requires_grad_(), q.clone().requires_grad_()
+    pos1, neg1, _, logits1 = voco_losses(p1, q1, None, None, labels, B)
+    p2, q2 = p.clone().requires_grad_(), q.clone().requires_grad_()
+    pos2, neg2, _, logits2 = voco_losses(p2, q2, p2.detach(), q2.detach(), labels, B)
+    torch.testing.assert_close(logits1, logits2)
+    torch.testing.assert_close(logits1[0], online_assign(p, q))
+    (pos1 + neg1).backward()
+    (pos2 + neg2).backward()
+    torch.testing.assert_close(p1.grad, 2 * p2.grad)
+    torch.testing.assert_close(q1.grad, 2 * q2.grad)

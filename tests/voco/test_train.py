@@ -10,11 +10,47 @@ import pytest
 import torch
 
 from voco import finetune, train
+from voco.data import VoCoCrops, VoCoDataset, base_dataset, flatten_batch, load_datalist, pretrain_transforms
+from voco.engine import train_step
+from voco.models import VoCo
 
 # tiny but valid: SwinUNETR needs >= 64^3 inputs in training (its 5th map must exceed 1 voxel)
 TINY_MODEL = ["--feature_size", "12", "--hidden_dim", "32", "--out_dim", "32", "--window_size", "2",
               "--use_checkpoint", "False"]
 TINY_GEOMETRY = ["--base_roi", "32", "--num_crops", "2", "--roi_x", "64", "--sw_batch_size", "1"]
+
+
+def test_tiny_pretraining_on_the_sample_ct_loss_falls(btcv_root):
+    """Steps on one batch of real crops of a sample CT: the EMA happens inside the forward with the
+    pre-step student, the teacher gets no gradient, and the loss falls."""
+    items = load_datalist(btcv_root / "btcv.json")[:1]
+    crops = VoCoCrops(roi_small=64, base_roi=32, num_crops=2, sw_batch_size=1)
+    ds = VoCoDataset(items, base_dataset(items, pretrain_transforms(size=crops.volume_size)), crops,
+                     skip_bad=False)
+    batch = torch.utils.data.default_collate([ds[0]])
+    torch.manual_seed(0)
+    model = VoCo(feature_size=12, hidden_dim=16, out_dim=16, window_size=2)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-4, amsgrad=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    t0 = [p.clone() for p in model.teacher.parameters()]
+    s0 = [p.clone() for p in model.student.parameters()]
+    img, base, labels = flatten_batch(batch)
+    pos, neg, reg, logits = model(img, base, labels)
+    for t, a, b in zip(model.teacher.parameters(), t0, s0):
+        torch.testing.assert_close(t, 0.9 * a + 0.1 * b)
+    assert logits.shape == (1, 1, 4) and 0 <= logits.min() and logits.max() <= 1
+    losses = [(pos + neg + reg).item()]
+    (pos + neg + reg).backward()
+    assert all(p.grad is None for p in model.teacher.parameters())
+    opt.step()
+    sched.step()
+    opt.zero_grad()
+    for _ in range(2):
+        parts = train_step(model, model.student, batch, opt, sched, scaler, torch.device("cpu"), False,
+                           torch.float16)
+        losses.append(parts["loss"])
+    assert losses[-1] < losses[0], losses
 
 
 def _pretrain(btcv_root, logdir, *extra):
