@@ -241,22 +241,25 @@ class VoCoDataset(torch.utils.data.Dataset):
             name = self.items[i]["image"]
             raise ValueError(msg if name in msg else f"{name}: {type(cause).__name__}: {msg}") from err
 
-    def __getitem__(self, i):
+    def load_readable(self, i):
+        """(j, volume) of the first readable item from i on, skipping bad ones with a warning (skip_bad)."""
         for attempt in range(len(self)):
             j = (i + attempt) % len(self)
             try:
-                image = self.load(j)
+                return j, self.load(j)
             except ValueError as err:
                 if not self.skip_bad:
                     raise
                 warnings.warn(f"skipping unreadable volume: {err}", stacklevel=2)
-                continue
-            rng = np.random.default_rng([self.seed, self.epoch, j])
-            try:
-                return self.crops(image, rng)
-            except ValueError as err:  # e.g. a stale cache of another working-volume size
-                raise ValueError(f"{self.items[j]['image']}: {err}") from err
         raise RuntimeError("no readable volume in the dataset")
+
+    def __getitem__(self, i):
+        j, image = self.load_readable(i)
+        rng = np.random.default_rng([self.seed, self.epoch, j])
+        try:
+            return self.crops(image, rng)
+        except ValueError as err:  # e.g. a stale cache of another working-volume size
+            raise ValueError(f"{self.items[j]['image']}: {err}") from err
 
 
 class SafeDataset(torch.utils.data.Dataset):

@@ -14,7 +14,6 @@ if __package__ in (None, ""):  # run as a script: make `voco` and `shared` impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
-import warnings
 
 import torch
 
@@ -135,18 +134,6 @@ def build_datalist(args):
     return items
 
 
-def first_volume(dataset, skip_bad=True):
-    """The first readable pre-processed volume (for crops.png); a bad one is skipped like in training."""
-    for i in range(len(dataset)):
-        try:
-            return dataset.load(i)
-        except ValueError as err:
-            if not skip_bad:
-                raise
-            warnings.warn(f"skipping unreadable volume: {err}", stacklevel=2)
-    raise RuntimeError("no readable volume in the dataset")
-
-
 def main(argv=None):
     args = get_parser().parse_args(argv)
     args.cache_dataset = args.cache_dataset or args.smartcache_dataset
@@ -189,7 +176,7 @@ def main(argv=None):
         print(f"VoCo: {len(dataset)} volumes, {sum(p.numel() for p in model.parameters()):,} parameters,"
               f" device {info.device}, world {info.world_size}, amp {amp} ({args.amp_dtype})")
         if state["global_step"] == 0:
-            crops_figure(first_volume(dataset, args.skip_bad), dataset.crops,
+            crops_figure(dataset.load_readable(0)[1], dataset.crops,
                          Path(args.logdir) / "crops.png", args.seed)
     state = engine.train(args, model, student, optimizer, scheduler, scaler, dataset, info, logger,
                          state, amp, amp_dtype)
