@@ -10,7 +10,7 @@ if __package__ in (None, ""):  # run as a script: make `semantic_genesis` and `s
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from semantic_genesis.config import METHOD
-from shared.genesis_bench import main as bench
+from shared.genesis.bench import main as bench
 
 if __name__ == "__main__":
     bench(METHOD)

@@ -1,7 +1,7 @@
 """Names and defaults that make this folder Semantic Genesis (the original `pytorch/config.py`).
 
 Everything else of the pre-training (flags, loss, schedule) is the shared Genesis engine in
-`shared/genesis_pretrain.py`; the original SemanticGenesis and TransVW trainers differ only in these.
+`shared/genesis/pretrain.py`; the original SemanticGenesis and TransVW trainers differ only in these.
 """
 
 METHOD = "semantic_genesis"

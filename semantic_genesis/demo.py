@@ -10,7 +10,7 @@ if __package__ in (None, ""):  # run as a script: make `semantic_genesis` and `s
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from semantic_genesis import config, finetune_classification, finetune_segmentation, train
-from shared.genesis_demo import run_demo
+from shared.genesis.demo import run_demo
 
 
 def main(argv=None):

@@ -14,7 +14,7 @@ if __package__ in (None, ""):  # run as a script: make `semantic_genesis` and `s
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from semantic_genesis.config import EXP_NAME
-from shared.genesis_finetune import main as finetune
+from shared.genesis.finetune import main as finetune
 
 
 def main(argv=None):

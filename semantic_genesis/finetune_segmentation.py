@@ -12,7 +12,7 @@ if __package__ in (None, ""):  # run as a script: make `semantic_genesis` and `s
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from semantic_genesis import config
-from shared.genesis_finetune import build_parser, run
+from shared.genesis.finetune import build_parser, run
 
 TASK = "segmentation"
 

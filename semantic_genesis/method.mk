@@ -1,5 +1,5 @@
 # Semantic Genesis (semantic_genesis/). Included by the top-level Makefile; the targets are the shared
-# Genesis ones (shared/genesis.mk), in the originals' order:
+# Genesis ones (shared/genesis/genesis.mk), in the originals' order:
 #
 #   make self-discovery-semantic_genesis [SG_SOURCE=<LUNA16 root>] [SG_SMALL=]   scans -> pattern classes
 #   make pretrain-semantic_genesis [GPUS=4] [DATA=<pattern folder>] [ARGS="--exp en ..."]
@@ -8,5 +8,5 @@
 #
 # Outputs go to $(RUNS)/semantic_genesis/ (SG_WORK); patterns to SG_WORK/Semantic_Genesis_data.
 
-include shared/genesis.mk
+include shared/genesis/genesis.mk
 $(eval $(call genesis_targets,semantic_genesis,SG,Semantic_Genesis_data))

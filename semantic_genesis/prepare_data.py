@@ -6,7 +6,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `semantic_genesis` and `shared` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shared.self_discovery.cli import prepare_main
+from shared.genesis.self_discovery.cli import prepare_main
 
 if __name__ == "__main__":
     prepare_main()

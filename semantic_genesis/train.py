@@ -11,8 +11,8 @@ if __package__ in (None, ""):  # run as a script: make `semantic_genesis` and `s
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from semantic_genesis import config
-from shared.genesis_pretrain import build_parser
-from shared.genesis_pretrain import main as pretrain
+from shared.genesis.pretrain import build_parser
+from shared.genesis.pretrain import main as pretrain
 
 
 def get_parser():

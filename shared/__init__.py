@@ -9,4 +9,6 @@ runlog       run folder: config, metrics CSV, TensorBoard, plots and image grids
 demo, bench  the `make demo` summary rows and `make bench` records
 export       `make export-<method>`: a method folder plus shared/ as a standalone copy
 sample_data  the seeded sample datasets in the originals' on-disk layouts
+genesis      the engine Semantic Genesis and TransVW share (self-discovery, restoration, pre-training,
+             fine-tuning): one method family, its own room
 """

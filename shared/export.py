@@ -13,7 +13,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("semantic_genesis", "transvw", "dira", "voco", "lovt")
+GENESIS_FAMILY = ("semantic_genesis", "transvw")  # the methods that run shared/genesis/
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "method.mk")
+_IGNORE_SHARED_GENESIS = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "method.mk", "genesis")
 
 INSTALL_NOTE = """# {method}, exported
 
@@ -58,10 +60,14 @@ def export(method, dest):
         raise SystemExit(f"{dest} exists and is not empty; choose a new folder")
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copytree(src, dest / method, ignore=_IGNORE)
-    shutil.copytree(REPO / "shared", dest / "shared", ignore=_IGNORE)
+    # shared/genesis/ is the Genesis family's engine: the other methods' copies leave it out.
+    shared_ignore = _IGNORE if method in GENESIS_FAMILY else _IGNORE_SHARED_GENESIS
+    shutil.copytree(REPO / "shared", dest / "shared", ignore=shared_ignore)
     (dest / "tests").mkdir()
     if (REPO / "tests" / method).is_dir():
         shutil.copytree(REPO / "tests" / method, dest / "tests" / method, ignore=_IGNORE)
+    if method in GENESIS_FAMILY:
+        shutil.copytree(REPO / "tests" / "shared" / "genesis", dest / "tests" / "shared" / "genesis", ignore=_IGNORE)
     shutil.copy2(REPO / "tests" / "conftest.py", dest / "tests" / "conftest.py")
     requirements = []
     for line in _requirement_lines(REPO / "shared" / "requirements.txt") + \

@@ -9,7 +9,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `transvw` and `shared` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shared import genesis_bench
+from shared.genesis import bench as genesis_bench
 from transvw import config
 
 

@@ -1,5 +1,5 @@
 """TransVW's own names and defaults (its original `pytorch/config.py` differs from Semantic
-Genesis's only in the experiment name); the pre-training itself is `shared/genesis_pretrain.py`."""
+Genesis's only in the experiment name); the pre-training itself is `shared/genesis/pretrain.py`."""
 
 METHOD = "transvw"
 EXP_NAME = "TransVW_chest_ct"                   # -> Checkpoints/<exp>/TransVW_chest_ct.pt

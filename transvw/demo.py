@@ -10,7 +10,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `transvw` and `shared` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shared import genesis_demo
+from shared.genesis import demo as genesis_demo
 from transvw import config
 from transvw.finetune_classification import main as classify
 from transvw.finetune_segmentation import main as segment

@@ -10,7 +10,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `transvw` and `shared` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shared import genesis_finetune
+from shared.genesis import finetune as genesis_finetune
 from transvw import config
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `transvw` and `shared` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shared.genesis_finetune import build_parser, run
+from shared.genesis.finetune import build_parser, run
 from transvw.config import EXP_NAME
 
 

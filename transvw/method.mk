@@ -1,4 +1,4 @@
-# TransVW (transvw/), included by the top-level Makefile. Targets from shared/genesis.mk:
+# TransVW (transvw/), included by the top-level Makefile. Targets from shared/genesis/genesis.mk:
 #
 #   make self-discovery-transvw [TVW_SOURCE=<LUNA16 root>] [TVW_SMALL=]     scans -> visual words
 #   make pretrain-transvw [GPUS=8] [NNODES=2 ...] [DATA=<visual-word folder>] [ARGS=...]
@@ -7,5 +7,5 @@
 #
 # Work folder: $(RUNS)/transvw (TVW_WORK); visual words in TVW_WORK/TransVW_data as the original names it.
 
-include shared/genesis.mk
+include shared/genesis/genesis.mk
 $(eval $(call genesis_targets,transvw,TVW,TransVW_data))

@@ -10,8 +10,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `transvw` and `shared` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shared.genesis_pretrain import build_parser
-from shared.genesis_pretrain import main as run_pretraining
+from shared.genesis.pretrain import build_parser
+from shared.genesis.pretrain import main as run_pretraining
 from transvw.config import DESCRIPTION, EXP_NAME
 
 

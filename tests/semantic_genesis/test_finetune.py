@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from semantic_genesis import finetune_classification, finetune_segmentation
-from shared.genesis_finetune import TargetNet, luna16_nodule_cubes, roc_auc
+from shared.genesis.finetune import TargetNet, luna16_nodule_cubes, roc_auc
 from shared.unet3d import UNet3D, YNet3D
 from shared.weights import WeightLoadError, load_pretrained
 

@@ -9,8 +9,8 @@ import torch
 
 from semantic_genesis import train
 from shared.checkpoint import load_checkpoint
-from shared.genesis_data import load_patterns, write_pattern_files
-from shared.genesis_pretrain import ORIGINAL_KEYS, Trainer, genesis_loss
+from shared.genesis.data import load_patterns, write_pattern_files
+from shared.genesis.pretrain import ORIGINAL_KEYS, Trainer, genesis_loss
 from shared.unet3d import ClassificationNet3D, YNet3D
 
 TINY = ["--cls_classes", "3", "--nb_instances", "4", "--nb_val_instances", "2", "--nb_multires_patch", "2",
@@ -146,7 +146,7 @@ def test_two_stage_pre_path_from_a_dataparallel_checkpoint(patterns, tmp_path):
 
 
 def test_pretraining_on_patterns_self_discovered_from_the_sample_ct(sample_data, tmp_path):
-    from shared.self_discovery.pipeline import run_self_discovery
+    from shared.genesis.self_discovery.pipeline import run_self_discovery
 
     found = run_self_discovery(sample_data / "luna16", tmp_path / "sd", nb_classes=3, nb_instances=6,
                                nb_instances_val=2, cube=(32, 32, 16), ae_epochs=1)

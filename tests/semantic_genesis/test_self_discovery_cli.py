@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shared.self_discovery.cli import (
+from shared.genesis.self_discovery.cli import (
     feature_extractor_main,
     pattern_generator_main,
     prepare_main,

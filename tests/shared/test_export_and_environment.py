@@ -55,6 +55,9 @@ def test_exported_copy_runs_on_its_own(method, tmp_path):
     assert (dest / method / "train.py").is_file() and (dest / "shared" / "unet3d.py").is_file()
     assert (dest / "INSTALL.md").is_file() and (dest / "constraints.txt").is_file()
     assert "pytest" in (dest / "requirements.txt").read_text()
+    genesis_family = method in ("semantic_genesis", "transvw")
+    assert (dest / "shared" / "genesis" / "pretrain.py").is_file() == genesis_family
+    assert (dest / "tests" / "shared" / "genesis").is_dir() == genesis_family
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     # the copy's own modules are used, from a folder outside the repository
     code = f"import shared, {method}; print(shared.__file__, {method}.__file__)"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from shared.self_discovery.cli import feature_extractor_main, prepare_main, train_autoencoder_main
+from shared.genesis.self_discovery.cli import feature_extractor_main, prepare_main, train_autoencoder_main
 
 ROOT = Path(__file__).resolve().parents[2]
 

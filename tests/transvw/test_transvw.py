@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from shared.genesis_data import write_pattern_files
-from shared.genesis_pretrain import ORIGINAL_KEYS
+from shared.genesis.data import write_pattern_files
+from shared.genesis.pretrain import ORIGINAL_KEYS
 from shared.unet3d import UNet3D, YNet3D
 from transvw import config, finetune_segmentation, train
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.ct_volumes import is_unit_range, normalize_hu
+from shared.genesis.ct_volumes import is_unit_range, normalize_hu
 
 
 class VolumeStore:

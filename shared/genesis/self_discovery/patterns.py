@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from shared.ct_volumes import HU_MAX, HU_MIN
-from shared.self_discovery.volumes import VolumeStore, resize_cube
+from shared.genesis.ct_volumes import HU_MAX, HU_MIN
+from shared.genesis.self_discovery.volumes import VolumeStore, resize_cube
 
 TISSUE_HU = -150.0  # HU above which a voxel counts as dense tissue in the coordinate test
 
@@ -257,7 +257,7 @@ class PatternGenerator:
         with open(self.save / "pattern_config.csv", "w", newline="") as f:
             csv.writer(f).writerows([("key", "value"), *asdict(cfg).items()])
         if cfg.png and n_blocks:
-            from shared.self_discovery.plots import save_pattern_grid
+            from shared.genesis.self_discovery.plots import save_pattern_grid
 
             save_pattern_grid(self.save, self.save / "patterns.png")
         return written, meta_path

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
-from shared.restoration import restoration_pair
+from shared.genesis.restoration import restoration_pair
 
 CLASSES_PER_BLOCK = 50
 

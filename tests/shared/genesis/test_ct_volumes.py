@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from shared.ct_volumes import (
+from shared.genesis.ct_volumes import (
     VolumeReadError,
     find_volumes,
     normalize_hu,

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from shared.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
-from shared.ct_volumes import VolumeReadError, read_volume, to_unit_range
-from shared.self_discovery.models import Autoencoder3D
-from shared.self_discovery.volumes import resize_cube
+from shared.genesis.ct_volumes import VolumeReadError, read_volume, to_unit_range
+from shared.genesis.self_discovery.models import Autoencoder3D
+from shared.genesis.self_discovery.volumes import resize_cube
 
 
 def list_volumes(folder) -> list[Path]:

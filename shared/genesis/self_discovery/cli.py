@@ -10,7 +10,7 @@ import argparse
 import time
 from pathlib import Path
 
-from shared.self_discovery.patterns import PatternConfig
+from shared.genesis.self_discovery.patterns import PatternConfig
 
 HELP = argparse.ArgumentDefaultsHelpFormatter
 
@@ -38,7 +38,7 @@ def prepare_main(argv=None, prog=None):
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"],
                    help="of the written volumes; float16 halves the disk (LUNA16 is roughly 200 GB as float32)")
     args = p.parse_args(argv)
-    from shared.ct_volumes import prepare_dataset
+    from shared.genesis.ct_volumes import prepare_dataset
 
     csv_path = prepare_dataset(args.input_dir, args.output_dir, args.val_fraction, args.seed, args.val_subsets,
                                args.pattern, args.min_shape, args.limit, dtype=args.dtype)
@@ -78,7 +78,7 @@ def train_autoencoder_main(argv=None, prog=None):
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--resume", **_on("continue from <model_path>/<arch>_autoencoder_last.pt"))
     args = p.parse_args(argv)
-    from shared.self_discovery.engine import train_autoencoder
+    from shared.genesis.self_discovery.engine import train_autoencoder
 
     best = train_autoencoder(args.data_dir, args.model_path, args.arch, args.width,
                              (args.input_rows, args.input_cols, args.input_deps), args.batch_size, args.nb_epoch,
@@ -97,7 +97,7 @@ def feature_extractor_main(argv=None, prog=None):
     args = p.parse_args(argv)
     import torch
 
-    from shared.self_discovery.engine import extract_features, list_volumes, load_autoencoder, save_features
+    from shared.genesis.self_discovery.engine import extract_features, list_volumes, load_autoencoder, save_features
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_autoencoder(args.weights, args.arch, args.width, device)
@@ -148,8 +148,8 @@ def pattern_generator_main(argv=None, prog=None, default_save="./Semantic_Genesi
     args = p.parse_args(argv)
     import numpy as np
 
-    from shared.self_discovery.engine import feature_files
-    from shared.self_discovery.patterns import generate_patterns
+    from shared.genesis.self_discovery.engine import feature_files
+    from shared.genesis.self_discovery.patterns import generate_patterns
 
     fields = {k: v for k, v in vars(args).items() if k in PatternConfig.__dataclass_fields__}
     cfg = PatternConfig(**fields)

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from shared.self_discovery.engine import (
+from shared.genesis.self_discovery.engine import (
     extract_features,
     feature_files,
     list_volumes,
@@ -15,15 +15,15 @@ from shared.self_discovery.engine import (
     save_features,
     train_autoencoder,
 )
-from shared.self_discovery.models import Autoencoder3D
-from shared.self_discovery.patterns import (
+from shared.genesis.self_discovery.models import Autoencoder3D
+from shared.genesis.self_discovery.patterns import (
     PatternConfig,
     dense_tissue_score,
     find_corner,
     generate_patterns,
     output_name,
 )
-from shared.self_discovery.volumes import VolumeStore, resize_cube
+from shared.genesis.self_discovery.volumes import VolumeStore, resize_cube
 
 CUBE = (16, 16, 8)
 
@@ -312,7 +312,7 @@ def test_resize_cube_keeps_range_and_constants():
 
 
 def test_run_self_discovery_on_sample_ct(sample_data, tmp_path):
-    from shared.self_discovery import run_self_discovery
+    from shared.genesis.self_discovery import run_self_discovery
 
     out = run_self_discovery(sample_data / "luna16", tmp_path, nb_classes=3, nb_instances=4, nb_instances_val=2)
     assert out["autoencoder"].exists() and out["png"].exists() and out["metadata"].exists()

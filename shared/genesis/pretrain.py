@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from shared.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 from shared.distributed import barrier, cleanup, init_distributed, seed_everything
-from shared.genesis_data import EpochBatches, RestorationBatches, batch_rng, load_patterns
-from shared.restoration import TRANSFORMS, central_slices, restoration_pair
+from shared.genesis.data import EpochBatches, RestorationBatches, batch_rng, load_patterns
+from shared.genesis.restoration import TRANSFORMS, central_slices, restoration_pair
 from shared.runlog import RunLogger, save_image_grid
 from shared.unet3d import ClassificationNet3D, YNet3D
 from shared.weights import load_pretrained

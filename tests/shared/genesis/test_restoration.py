@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from shared import restoration as R
+from shared.genesis import restoration as R
 
 SHAPE = (1, 1, 64, 64, 32)
 

@@ -1,6 +1,6 @@
 """The `make demo` run of Semantic Genesis / TransVW on the sample LUNA16 CT, small enough for a CPU.
 
-1. self-discovery (shared.self_discovery.pipeline): sample scans -> normalised volumes -> autoencoder
+1. self-discovery (shared.genesis.self_discovery.pipeline): sample scans -> normalised volumes -> autoencoder
    -> per-patient features -> pattern classes written in the original file layout;
 2. pre-training (the method's train.py) on those pattern cubes;
 3. downstream nodule segmentation (the method's finetune_segmentation.py: the whole U-Net, soft Dice) from
@@ -61,7 +61,7 @@ def run_demo(method, exp_name, pretrain_main, finetune_mains, argv=None):
     """finetune_mains: {task: the method's finetune_<task>.main}."""
     from shared.demo import write_row
     from shared.sample_data import generate
-    from shared.self_discovery.pipeline import run_self_discovery
+    from shared.genesis.self_discovery.pipeline import run_self_discovery
 
     args = build_parser(method).parse_args(argv)
     start = time.time()

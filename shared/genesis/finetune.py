@@ -104,7 +104,7 @@ def luna16_nodule_cubes(root, size=(64, 64, 32), neg_per_pos=1, splits=(0.6, 0.2
     """
     import SimpleITK as sitk
 
-    from shared.ct_volumes import normalize_hu
+    from shared.genesis.ct_volumes import normalize_hu
 
     root = Path(root)
     candidates = _read_csv(root / "candidates.csv")

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import torch
 
-from shared.ct_volumes import prepare_dataset
-from shared.self_discovery.engine import (
+from shared.genesis.ct_volumes import prepare_dataset
+from shared.genesis.self_discovery.engine import (
     extract_features,
     list_volumes,
     load_autoencoder,
     save_features,
     train_autoencoder,
 )
-from shared.self_discovery.patterns import PatternConfig, generate_patterns
+from shared.genesis.self_discovery.patterns import PatternConfig, generate_patterns
 
 
 def run_self_discovery(input_dir, work_dir, *, arch="Unet", width=4, ae_shape=(32, 32, 16), ae_epochs=2,

@@ -4,6 +4,6 @@ Steps: `engine.train_autoencoder` -> `engine.extract_features` -> `patterns.gene
 `pipeline.run_self_discovery` runs them all on one folder with small settings.
 """
 
-from shared.self_discovery.pipeline import run_self_discovery
+from shared.genesis.self_discovery.pipeline import run_self_discovery
 
 __all__ = ["run_self_discovery"]

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from shared.bench import device_name, record, throughput, write_records
-from shared.genesis_pretrain import build_model, genesis_loss
-from shared.restoration import (
+from shared.genesis.pretrain import build_model, genesis_loss
+from shared.genesis.restoration import (
     elastic_warp,
     image_in_painting,
     image_out_painting,
