@@ -60,8 +60,8 @@ def _last_val_loss(csv_path):
 def run_demo(method, exp_name, pretrain_main, finetune_mains, argv=None):
     """finetune_mains: {task: the method's finetune_<task>.main}."""
     from shared.demo import write_row
-    from shared.sample_data import generate
     from shared.genesis.self_discovery.pipeline import run_self_discovery
+    from shared.sample_data import generate
 
     args = build_parser(method).parse_args(argv)
     start = time.time()
