@@ -5,6 +5,7 @@ weights      load_pretrained: every checkpoint layout of the five originals, wit
 losses       soft Dice (the seeds' smoothing) and its multi-class form
 checkpoint   atomic checkpoint writing, weights_only-safe RNG state for exact resumption
 distributed  torchrun/DDP set-up that also runs as one CPU process
+guards       stop on a non-finite loss naming the step (and the test-only NaN injection hook)
 runlog       run folder: config, metrics CSV, TensorBoard, plots and image grids
 demo, bench  the `make demo` summary rows and `make bench` records
 export       `make export-<method>`: a method folder plus shared/ as a standalone copy
