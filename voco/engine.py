@@ -65,7 +65,11 @@ def train(args, model, student, optimizer, scheduler, scaler, dataset, info, log
             persistent_workers=False)
         model.train()
         t0 = time.time()
+        make_crops = getattr(dataset, "device_crops", None)  # --crops_on device
         for batch in loader:
+            data_wait = time.time() - t0
+            if make_crops is not None:
+                batch = make_crops(batch, device)
             parts = train_step(model, student, batch, optimizer, scheduler, scaler, device, amp,
                                amp_dtype, args.grad_clip, args.max_grad_norm)
             if info.world_size > 1:  # log the mean over ranks, not rank 0's share of the batch
@@ -77,7 +81,7 @@ def train(args, model, student, optimizer, scheduler, scaler, dataset, info, log
             step = state["global_step"]
             lr = optimizer.param_groups[0]["lr"]
             if info.is_main:
-                logger.log(step, **parts, lr=lr, step_time_s=time.time() - t0)
+                logger.log(step, **parts, lr=lr, step_time_s=time.time() - t0, data_wait_s=data_wait)
                 bar.update(1)
                 bar.set_postfix(loss=f"{parts['loss']:.4f}", pos=f"{parts['pos']:.3f}",
                                 neg=f"{parts['neg']:.3f}", reg=f"{parts['reg']:.3f}", lr=f"{lr:.2e}")

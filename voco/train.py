@@ -22,6 +22,7 @@ from shared.distributed import cleanup, init_distributed, seed_everything
 from shared.runlog import RunLogger
 from voco import engine
 from voco.data import build_pretrain_dataset, crops_figure, load_datalist
+from voco.device_crops import CROPS_ON, VolumesWithParameters, resolve_crops_on
 from voco.models import VoCo
 from voco.utils import amp_settings, str2bool
 
@@ -79,6 +80,9 @@ def get_parser():
     p.add_argument("--workers", default=16, type=int, help="data-loader workers per process")
     p.add_argument("--base_roi", default=96, type=int, help="side of base/random crops in the volume")
     p.add_argument("--num_crops", default=4, type=int, help="base crops per in-plane axis")
+    p.add_argument("--crops_on", default="auto", choices=CROPS_ON,
+                   help="where crops, resize, augmentation and labels are made: the training device "
+                        "(batched) or the loader workers (per crop, MONAI); auto: device on CUDA")
     # --- model / method options (original values by default)
     p.add_argument("--hidden_dim", default=2048, type=int, help="projection head hidden width")
     p.add_argument("--out_dim", default=2048, type=int, help="projection head output width")
@@ -171,10 +175,13 @@ def main(argv=None):
         seed_everything(args.seed + 1, info.rank)  # per-rank streams from here on
 
     dataset = build_pretrain_dataset(args, build_datalist(args), skip_bad=args.skip_bad)
+    crops_on = resolve_crops_on(args.crops_on, info.device)
+    if crops_on == "device":  # workers only read volumes and draw parameters; crops are made per step
+        dataset = VolumesWithParameters(dataset)
     logger = RunLogger(args.logdir, wandb=args.wandb, config=vars(args), enabled=info.is_main)
     if info.is_main:
         print(f"VoCo: {len(dataset)} volumes, {sum(p.numel() for p in model.parameters()):,} parameters,"
-              f" device {info.device}, world {info.world_size}, amp {amp} ({args.amp_dtype})")
+              f" device {info.device}, world {info.world_size}, amp {amp} ({args.amp_dtype}), crops on {crops_on}")
         if state["global_step"] == 0:
             crops_figure(dataset.load_readable(0)[1], dataset.crops,
                          Path(args.logdir) / "crops.png", args.seed)
