@@ -70,9 +70,12 @@ def build_parser(description, exp_name, data_dir=None):
                    help=f"continue from a checkpoint ('auto': <output_dir>/<exp>/{LAST})")
     p.add_argument("--warped_target", action="store_true",
                    help="restore the elastically warped cube (the original restores the undeformed one)")
-    p.add_argument("--transform_on", default="auto", choices=["auto", "device", "workers"],
-                   help="where the restoration transforms run (auto: the GPU when training on one)")
+    p.add_argument("--transform_on", default="auto", choices=["auto", "device", "workers", "cpu"],
+                   help="where the restoration transforms run: the training device, batched after the copy of "
+                        "the raw cubes, or the loader workers ('cpu' = 'workers'); auto: device on a GPU")
     p.add_argument("--amp", default="auto", choices=["auto", "on", "off"], help="bf16 autocast (auto: on GPU)")
+    p.add_argument("--channels_last", default="off", choices=["on", "off"],
+                   help="channels_last_3d memory format for the network and its inputs (cuDNN NDHWC kernels)")
     p.add_argument("--standard_bn", action="store_true",
                    help="BatchNorm with running statistics in eval mode (the original always uses batch stats)")
     p.add_argument("--keep_blank_resolutions", action="store_true",
@@ -129,6 +132,9 @@ class Trainer:
             args.data_dir, args.cls_classes, args.nb_instances, args.nb_val_instances, args.nb_multires_patch,
             skip_blank=not args.keep_blank_resolutions)
         self.model = build_model(args.exp, args.cls_classes, args.width, args.standard_bn).to(self.device)
+        self.memory_format = torch.channels_last_3d if args.channels_last == "on" else torch.contiguous_format
+        if args.channels_last == "on":
+            self.model.to(memory_format=self.memory_format)
         if args.pre_path:
             print(f"--pre_path {args.pre_path}:")
             load_pretrained(self.model, args.pre_path, trusted=args.trusted, verbose=self.info.is_main)
@@ -201,7 +207,8 @@ class Trainer:
             inputs = batch["inputs"].to(self.device, non_blocking=True)
             targets = batch["targets"].to(self.device, non_blocking=True)
             choice = batch["choice"]
-        return inputs, targets, batch["labels"].to(self.device), choice
+        inputs = inputs.contiguous(memory_format=self.memory_format)
+        return inputs, targets, batch["labels"].to(self.device, non_blocking=True), choice
 
     def _forward(self, inputs, targets, labels):
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
