@@ -1,6 +1,9 @@
 """VoCo benchmarks -> runs/bench/voco.json: pre-training step time, volumes/s and peak memory (fp16 vs
 bf16, activation checkpointing on/off on CUDA), the data pipeline's volumes/s with and without the
-cache, and sliding-window inference s/volume.
+cache, the crop path old (per crop, MONAI, in a worker) vs new (--crops_on device) per CPU core at the
+original geometry, and sliding-window inference s/volume. On CUDA also the training loop with a real
+DataLoader at the original config (steps/s, data-wait share, peak memory; fp16 and bf16; crops on the
+device and in the workers).
 
     python voco/bench.py                 # the original config on CUDA; a tiny one on CPU
     python voco/bench.py --config original --steps 20
@@ -13,6 +16,7 @@ if __package__ in (None, ""):  # run as a script: make `voco` and `shared` impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
+import os
 import resource
 import tempfile
 import time
@@ -22,12 +26,13 @@ import torch
 
 from shared.bench import device_name, record, write_records
 from voco.data import VoCoCrops, VoCoDataset, base_dataset, load_datalist, pretrain_transforms
+from voco.device_crops import VolumesWithParameters
 from voco.engine import train_step
 from voco.models import VoCo, swinunetr
 
 CONFIGS = {  # the original: F=48, batch 2 volumes x (2 random + 16 base) crops of 64^3
-    "original": dict(feature_size=48, window_size=7, hidden=2048, batch=2, sw=2, grid=4, roi=64),
-    "tiny": dict(feature_size=12, window_size=2, hidden=64, batch=1, sw=1, grid=2, roi=64),
+    "original": dict(feature_size=48, window_size=7, hidden=2048, batch=2, sw=2, grid=4, roi=64, base_roi=96),
+    "tiny": dict(feature_size=12, window_size=2, hidden=64, batch=1, sw=1, grid=2, roi=64, base_roi=32),
 }
 
 
@@ -76,12 +81,110 @@ def bench_data(items, crops, n, cache):
         return n / (time.perf_counter() - t0)
 
 
+ORIGINAL_GEOMETRY = dict(roi_small=64, base_roi=96, num_crops=4, sw_batch_size=2)
+
+
+def cpu_seconds_per_item(fn, n):
+    """Process CPU time per call of fn(i), i = 0..n-1 (after one untimed call): robust to other jobs."""
+    fn(0)
+    start = time.process_time()
+    for i in range(n):
+        fn(i)
+    return (time.process_time() - start) / n
+
+
+def bench_crop_paths(items, n, dev):
+    """Volumes per CPU-second (one thread) of the two crop paths at the original geometry, from the
+    persistent cache (the steady state of a long run): old = a worker makes the 18 crops (MONAI, per crop);
+    new = a worker reads the volume and draws the parameters, the crops are made batched on the device
+    (its CPU cost measured apart, batch of 2 volumes)."""
+    crops = VoCoCrops(**ORIGINAL_GEOMETRY)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    records = []
+    cpu1 = device_name("cpu").split(" (")[0] + " (1 thread)"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            old = VoCoDataset(items, base_dataset(items, pretrain_transforms(size=crops.volume_size), cache_dir=tmp),
+                              crops)
+            new = VolumesWithParameters(old)
+            for i in range(len(items)):  # fill the cache
+                old.load(i)
+            k = len(items)
+            per = {"workers": cpu_seconds_per_item(lambda i: old[i % k], n),
+                   "device_loader": cpu_seconds_per_item(lambda i: new[i % k], n)}
+            batch = torch.utils.data.default_collate([new[0], new[1 % k]])
+            per["device_crops_on_cpu"] = cpu_seconds_per_item(
+                lambda i: new.device_crops(batch, torch.device("cpu")), max(1, n // 4)) / 2
+        for path, sec in per.items():
+            conf = {**ORIGINAL_GEOMETRY, "path": path, "persistent_cache": True, "volumes": n}
+            records.append(record("crop_path_volumes_per_cpu_s", 1 / sec, "volumes/CPU-s", cpu1, conf))
+            print(f"crop path {path}: {1 / sec:.2f} volumes per CPU-second", flush=True)
+        records.append(record("crop_path_worker_speedup", per["workers"] / per["device_loader"], "x", cpu1,
+                              {**ORIGINAL_GEOMETRY, "what": "worker CPU time per volume, old / new"}))
+    finally:
+        torch.set_num_threads(threads)
+    return records
+
+
+def bench_device_crops(device, steps=10):
+    """Volumes/s of the device-side crops (batch of 2 volumes, original geometry) on `device`."""
+    crops = VoCoCrops(**ORIGINAL_GEOMETRY)
+    base = [{"image": torch.rand(1, *crops.volume_size)} for _ in range(2)]
+    ds = VolumesWithParameters(VoCoDataset([{"image": f"random{i}"} for i in range(2)], base, crops))
+    batch = torch.utils.data.default_collate([ds[0], ds[1]])
+    batch["volume"] = batch["volume"].to(device)
+    from shared.bench import throughput
+    return throughput(lambda: ds.device_crops(batch, device), 2, 1, steps, device)
+
+
+def bench_loop(cfg, device, crops_on, amp_dtype, steps, workers, n_volumes=8):
+    """The training loop with a DataLoader over in-RAM working volumes (the CacheDataset case):
+    (steps/s, share of wall time spent waiting for the loader, peak memory GiB)."""
+    geometry = dict(roi_small=cfg["roi"], base_roi=cfg["base_roi"], num_crops=cfg["grid"],
+                    sw_batch_size=cfg["sw"])
+    crops = VoCoCrops(**geometry)
+    base = [{"image": torch.rand(1, *crops.volume_size)} for _ in range(n_volumes)]
+    ds = VoCoDataset([{"image": f"random{i}"} for i in range(n_volumes)], base, crops)
+    if crops_on == "device":
+        ds = VolumesWithParameters(ds)
+    order = [i % n_volumes for i in range(cfg["batch"] * (steps + 3))]
+    loader = torch.utils.data.DataLoader(ds, batch_size=cfg["batch"], sampler=order, num_workers=workers,
+                                         pin_memory=device.type == "cuda", drop_last=True)
+    torch.manual_seed(0)
+    model = VoCo(feature_size=cfg["feature_size"], hidden_dim=cfg["hidden"], out_dim=cfg["hidden"],
+                 window_size=cfg["window_size"], use_checkpoint=True).to(device)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, amsgrad=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=amp and amp_dtype == torch.float16)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    wait, it = 0.0, iter(loader)
+    for step in range(steps + 3):
+        if step == 3:  # after the warm-up steps (workers started, cuDNN autotuned)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            wait, t0 = 0.0, time.perf_counter()
+        w0 = time.perf_counter()
+        batch = next(it)
+        wait += time.perf_counter() - w0
+        if crops_on == "device":
+            batch = ds.device_crops(batch, device)
+        train_step(model, model.student, batch, opt, sched, scaler, device, amp, amp_dtype)  # .item() syncs
+    total = time.perf_counter() - t0
+    return steps / total, wait / total, peak_gib(device)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=None, choices=list(CONFIGS), help="default: original on CUDA, tiny on CPU")
     p.add_argument("--steps", default=None, type=int)
     p.add_argument("--sample", default="data/sample")
     p.add_argument("--runs", default="runs")
+    p.add_argument("--crop_volumes", default=8, type=int, help="volumes timed per crop path (CPU)")
+    p.add_argument("--loop_steps", default=20, type=int, help="timed steps of the CUDA training loop")
+    p.add_argument("--loop", action="store_true", help="run the training-loop benchmark on CPU too (slow)")
     args = p.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = args.config or ("original" if device.type == "cuda" else "tiny")
@@ -116,6 +219,30 @@ def main(argv=None):
         records.append(record("data_volumes_per_s", vps, "volumes/s", dev,
                               {**geometry, "persistent_cache": cache, "workers": 0}))
         print(f"data pipeline (cache={cache}): {vps:.2f} volumes/s (one worker)", flush=True)
+
+    records += bench_crop_paths(items, args.crop_volumes, dev)
+    for where in ("cpu", "cuda") if device.type == "cuda" else ("cpu",):
+        vps = bench_device_crops(torch.device(where))
+        name_dev = dev if where == "cuda" else device_name("cpu")
+        records.append(record("device_crops_volumes_per_s", vps, "volumes/s", name_dev,
+                              {**ORIGINAL_GEOMETRY, "batch_volumes": 2}))
+        print(f"device-side crops on {where}: {vps:.2f} volumes/s", flush=True)
+
+    if device.type == "cuda" or args.loop:
+        workers = min(16, os.cpu_count() or 1)
+        loop_steps = args.loop_steps if device.type == "cuda" else 1
+        for crops_on in ("device", "workers"):
+            for dtype in ("float16", "bfloat16"):
+                sps, share, mem = bench_loop(cfg, device, crops_on, getattr(torch, dtype), loop_steps, workers)
+                conf = {**cfg, "config": name, "amp": dtype if device.type == "cuda" else "off",
+                        "crops_on": crops_on, "workers": workers, "steps": loop_steps, "use_checkpoint": True}
+                records += [record("loop_steps_per_s", sps, "steps/s", dev, conf),
+                            record("loop_data_wait_share", share, "fraction", dev, conf),
+                            record("loop_peak_memory_gib", mem, "GiB", dev, conf)]
+                print(f"loop crops_on={crops_on} {conf['amp']}: {sps:.3f} steps/s, data wait {share:.1%}, "
+                      f"peak {mem:.2f} GiB", flush=True)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
 
     net = swinunetr(feature_size=cfg["feature_size"], window_size=cfg["window_size"]).to(device).eval()
     from monai.inferers import sliding_window_inference

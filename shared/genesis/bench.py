@@ -6,7 +6,11 @@ Records (runs/bench/<method>.json, via shared.bench):
 - reference_transform_cubes_per_s: a per-cube NumPy/SciPy pipeline with the original's algorithm
   (scipy gaussian_filter + map_coordinates, a 100,000-point Bezier through np.interp), single thread,
   and transform_speedup = the ratio;
-- train_step_s, train_cubes_per_s, peak_memory_gib: YNet3D steps (MSE + 0.01 CE, Adam) at the config.
+- train_step_s, train_cubes_per_s, peak_memory_gib: YNet3D steps (MSE + 0.01 CE, Adam) at the config
+  (batch 64 on a GPU, with bf16 autocast on/off and channels_last_3d on/off; a small batch on a CPU);
+- transform_at_train_batch_cubes_per_s and transform_share_of_step: the transforms at the training batch
+  on the training device (--transform_on device), and their share of transform + step;
+  on a GPU also the share measured in one stream (transforms then step, as the trainer runs them).
 """
 
 import argparse
@@ -103,15 +107,18 @@ def bench_reference(shape, n_cubes):
     return wall, cpu_ms_per_item(lambda: reference_pipeline(cube, r), 1, n_cubes)
 
 
-def bench_training(device, batch, shape, width, steps, amp):
-    model = build_model("en_de", 44, width).to(device)
+def bench_training(device, batch, shape, width, steps, amp, channels_last=False):
+    """Training steps on fixed cubes (no loader), and the restoration transforms at the same batch on the
+    same device: cubes/s of each and the share of a step (transforms + update) the transforms take."""
+    fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
+    model = build_model("en_de", 44, width).to(device).to(memory_format=fmt)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.rand((batch, 1, *shape), device=device)
+    x = torch.rand((batch, 1, *shape), device=device).contiguous(memory_format=fmt)
     labels = torch.randint(0, 44, (batch,), device=device)
 
-    def step():
+    def step(inputs=x):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out = model(x)
+            out = model(inputs)
         loss = genesis_loss(out, x, labels)[0]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -124,21 +131,23 @@ def bench_training(device, batch, shape, width, steps, amp):
         peak = torch.cuda.max_memory_allocated(device) / 2**30
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (process peak RSS)
+    rng = np.random.default_rng(0)
+    tf_rate = throughput(lambda: restoration_pair(x, rng), batch, 1, max(3, steps), device)
     dev = device_name(device)
-    cfg = {"batch": batch, "cube": list(shape), "width": width, "amp_bf16": amp, "threads": torch.get_num_threads()}
+    cfg = {"batch": batch, "cube": list(shape), "width": width, "amp_bf16": amp, "channels_last": channels_last,
+           "threads": torch.get_num_threads()}
     out = [record("train_step_s", batch / rate, "s", dev, cfg), record("train_cubes_per_s", rate, "cubes/s", dev, cfg),
-           record("peak_memory_gib", peak, "GiB", dev, cfg)]
-    if device.type == "cuda":  # the real step: transforms on the device, then the update
-        rng = np.random.default_rng(0)
-
+           record("peak_memory_gib", peak, "GiB", dev, cfg),
+           record("transform_at_train_batch_cubes_per_s", tf_rate, "cubes/s", dev, cfg),
+           record("transform_share_of_step", (1 / tf_rate) / (1 / tf_rate + 1 / rate), "fraction", dev,
+                  {**cfg, "what": "transform time / (transform + training step), timed apart"})]
+    if device.type == "cuda":  # the real step: transforms on the device, then the update, one stream
         def full_step():
-            nonlocal x
-            x = restoration_pair(torch.rand((batch, 1, *shape), device=device), rng)[0]
-            step()
+            step(restoration_pair(torch.rand((batch, 1, *shape), device=device), rng)[0].contiguous(memory_format=fmt))
 
         full = throughput(full_step, batch, 1, steps, device)
         out.append(record("train_with_transforms_cubes_per_s", full, "cubes/s", dev, cfg))
-        out.append(record("transform_share_of_step", 1 - full / rate, "fraction", dev, cfg))
+        out.append(record("transform_share_of_step_in_stream", 1 - full / rate, "fraction", dev, cfg))
         try:
             out.append(record("gpu_utilization_percent", torch.cuda.utilization(device), "%", dev, cfg))
         except Exception as err:  # needs pynvml / NVML
@@ -183,7 +192,11 @@ def main(method, argv=None):
     if not args.skip_training:
         batch = args.train_batch or (64 if gpu else 2)
         steps = args.steps or (10 if gpu else 2)
-        records += bench_training(device, batch, shape, args.width, steps, amp=gpu)
+        variants = [(True, False), (True, True), (False, False), (False, True)] if gpu else [(False, False)]
+        for amp, channels_last in variants:  # bf16 autocast x channels_last_3d on a GPU
+            records += bench_training(device, batch, shape, args.width, steps, amp, channels_last)
+            if gpu:
+                torch.cuda.empty_cache()
     path = write_records(method, records, runs=args.runs)
     for r in records:
         print(f"{r['name']:45s} {r['value']:12.4g} {r['unit']:8s} {r['device']}")
