@@ -1,27 +1,29 @@
-"""--transform_on device (the GPU path, exercised on the CPU): the same batches as the loader path for the
-same seeds, a falling loss, exact resume; --channels_last and bf16 autocast run on it."""
+"""The Genesis engine's --transform_on device (the GPU path, exercised on the CPU): the same batches as
+the loader path for the same seeds, a falling loss, exact resume; --channels_last and bf16 autocast on it."""
 
 import csv
 
 import pytest
 import torch
 
-from semantic_genesis import train
 from shared.genesis.data import write_pattern_files
-from shared.genesis.pretrain import Trainer
+from shared.genesis.pretrain import Trainer, build_parser, main
 
-TINY = ["--cls_classes", "3", "--nb_instances", "4", "--nb_val_instances", "2", "--nb_multires_patch", "2",
-        "--batch_size", "4", "--num_workers", "0", "--width", "2", "--n_images", "2"]
+SMALL = {"cls_classes": 3, "nb_instances": 4, "nb_val_instances": 2, "nb_multires_patch": 2, "batch_size": 4,
+         "num_workers": 0, "width": 2, "n_images": 2}
 
 
 @pytest.fixture(scope="module")
 def patterns(tmp_path_factory):
-    return write_pattern_files(tmp_path_factory.mktemp("patterns"), cubes_per_class=4, n_classes=3,
-                               n_val_per_class=2, shape=(16, 16, 8), resolutions=2)
+    return write_pattern_files(tmp_path_factory.mktemp("cubes"), 4, 3, 2, shape=(16, 16, 8), resolutions=2)
 
 
-def _argv(patterns, out, *extra):
-    return ["--data_dir", str(patterns), "--output_dir", str(out), *TINY, *extra]
+def args_for(data, out, *switches, **flags):
+    """Parsed engine arguments: SMALL overridden by flags (--name value), then bare switches."""
+    argv = ["--data_dir", str(data), "--output_dir", str(out), *switches]
+    for name, value in {**SMALL, **flags}.items():
+        argv += [f"--{name}", str(value)]
+    return build_parser("Genesis engine test", "genesis").parse_args(argv)
 
 
 def _batches(trainer, split="train"):
@@ -32,9 +34,8 @@ def _batches(trainer, split="train"):
 
 
 def test_device_and_loader_paths_give_the_same_batches(patterns, tmp_path):
-    parse = train.get_parser().parse_args
-    device = Trainer(parse(_argv(patterns, tmp_path / "d", "--transform_on", "device")))
-    loader = Trainer(parse(_argv(patterns, tmp_path / "w", "--transform_on", "cpu")))
+    device = Trainer(args_for(patterns, tmp_path / "d", transform_on="device"))
+    loader = Trainer(args_for(patterns, tmp_path / "w", transform_on="cpu"))
     assert device.on_device and not loader.on_device
     assert loader.train_loader.dataset.transform and not device.train_loader.dataset.transform
     first = None
@@ -56,8 +57,7 @@ def _val_losses(run):
 
 
 def test_device_path_with_bf16_and_channels_last_loss_falls(patterns, tmp_path):
-    train.main(_argv(patterns, tmp_path, "--transform_on", "device", "--amp", "on", "--channels_last", "on",
-                     "--nb_epoch", "6", "--lr", "0.003"))
+    main(args_for(patterns, tmp_path, transform_on="device", amp="on", channels_last="on", nb_epoch=6, lr=0.003))
     val, train_loss = _val_losses(tmp_path / "en_de")
     assert len(val) == 6 and val[-1] < val[0] and train_loss[-1] < train_loss[0]
     state = torch.load(tmp_path / "en_de" / "last.pt", weights_only=True)["state_dict"]
@@ -67,9 +67,8 @@ def test_device_path_with_bf16_and_channels_last_loss_falls(patterns, tmp_path):
 def test_channels_last_computes_what_the_default_layout_does(patterns, tmp_path):
     results = {}
     for layout in ("on", "off"):
-        args = train.get_parser().parse_args(_argv(patterns, tmp_path / layout, "--transform_on", "device",
-                                                   "--channels_last", layout))
-        trainer = Trainer(args)  # same seed: same initial weights
+        trainer = Trainer(args_for(patterns, tmp_path / layout, transform_on="device", channels_last=layout))
+        # same seed: same initial weights
         conv = next(p for p in trainer.model.parameters() if p.dim() == 5 and p.shape[1] > 1)
         inputs, targets, labels, _ = _batches(trainer)[0]
         assert conv.is_contiguous(memory_format=torch.channels_last_3d) == (layout == "on")
@@ -83,13 +82,12 @@ def test_channels_last_computes_what_the_default_layout_does(patterns, tmp_path)
 
 
 def test_resume_with_device_transforms_equals_uninterrupted(patterns, tmp_path):
-    dev = ("--transform_on", "device")
-    train.main(_argv(patterns, tmp_path / "a", *dev, "--nb_epoch", "2"))
-    train.main(_argv(patterns, tmp_path / "b", *dev, "--nb_epoch", "1"))
-    train.main(_argv(patterns, tmp_path / "b", *dev, "--nb_epoch", "2", "--resume"))
-    a = torch.load(tmp_path / "a" / "en_de" / "last.pt", weights_only=True)
-    b = torch.load(tmp_path / "b" / "en_de" / "last.pt", weights_only=True)
-    assert a["epoch"] == b["epoch"] == 2 and a["global_step"] == b["global_step"]
-    for key, value in a["state_dict"].items():
-        assert torch.equal(value, b["state_dict"][key]), key
-    assert a["best_loss"] == b["best_loss"]
+    main(args_for(patterns, tmp_path / "a", transform_on="device", nb_epoch=2))
+    main(args_for(patterns, tmp_path / "b", transform_on="device", nb_epoch=1))
+    main(args_for(patterns, tmp_path / "b", "--resume", transform_on="device", nb_epoch=2))
+    a, b = (torch.load(tmp_path / run / "en_de" / "last.pt", weights_only=True) for run in "ab")
+    assert a["epoch"] == b["epoch"] == 2
+    assert [a[k] for k in ("global_step", "best_loss", "scheduler_state_dict")] == \
+        [b[k] for k in ("global_step", "best_loss", "scheduler_state_dict")]
+    for part in ("state_dict", "optimizer_state_dict"):  # weights and Adam moments, bit for bit
+        torch.testing.assert_close(a[part], b[part], rtol=0, atol=0)
