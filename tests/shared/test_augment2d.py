@@ -84,8 +84,8 @@ def test_view_matches_torchvision_per_sample(channels):
     params = view.draw(sizes, generator=torch.Generator().manual_seed(3))
     params.jitter.apply[:] = True  # every op on every sample: the comparison covers them all
     params.blur[::2] = True
-    for impl in ("matmul", "loop"):
-        view.crop_impl = impl
+    for impl, jitter_impl in (("matmul", "batched"), ("loop", "loop")):
+        view.crop_impl, view.jitter_impl = impl, jitter_impl
         out = view.finish(view.crop(batch, params), params)
         ref = torch.stack([_reference_view(imgs[i], params[i], 24, view.blur_kernel) for i in range(6)])
         assert out.shape == (6, channels, 24, 24)
