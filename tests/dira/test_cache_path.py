@@ -189,3 +189,14 @@ def test_workers_loader_and_prepare_cache(xray, tmp_path):
     y1, y2, target = next(iter(loader))
     assert y1.shape == (4, 3, 32, 32) and target.shape == (4, 1, 32, 32) and 0 <= float(y1.min())
     assert cache_data.augment_device("auto", torch.device("cpu")) == "workers"
+
+
+def test_bench_data_path_functions_run(tmp_path):
+    from dira import bench
+
+    bench.make_pngs(tmp_path, 4, 96)
+    reads, augmented, on_device = bench.cached_loader_benchmark(tmp_path, 0, 2, 1, cache_size=64, img_size=32)
+    assert reads > 0 and augmented > 0 and on_device > 0
+    ips, wait = bench.pipeline_benchmark(tmp_path, "dira", 2, torch.device("cpu"), 0, steps=1, amp="none",
+                                         channels_last=False, arch="resnet18", img_size=32, moco_k=8, cache_size=64)
+    assert ips > 0 and 0 <= wait < 1
