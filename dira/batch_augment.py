@@ -70,7 +70,7 @@ class BatchDistortion:
     def _inside(self, start, length, device):
         """(m, S) bool: start <= i < start + length."""
         i = torch.arange(self.size, device=device)
-        start, length = start.to(device)[:, None], length.to(device)[:, None]
+        start, length = start[:, None], length[:, None]
         return (i >= start) & (i < start + length)
 
     def __call__(self, x, params, impl="auto"):
@@ -89,7 +89,7 @@ class BatchDistortion:
         paint = (params.kind == IN_PAINT) | (params.kind == OUT_PAINT)
         idx = paint.nonzero()[:, 0]
         if len(idx):
-            rects, valid = params.rects[idx], params.valid[idx].to(dev)
+            rects, valid = params.rects[idx].to(dev), params.valid[idx].to(dev)  # one copy each, not per block
             covered = torch.zeros((len(idx), self.size, self.size), dtype=torch.bool, device=dev)
             for k in range(BLOCKS):
                 rows = self._inside(rects[:, k, 0], rects[:, k, 2], dev) & valid[:, k, None]
@@ -104,12 +104,13 @@ class BatchDistortion:
             m, s = len(idx), self.size
             dy = torch.zeros((m, s, s), dtype=torch.long, device=dev)
             dx = torch.zeros_like(dy)
+            swaps = params.swaps[idx].to(dev)
             for k in range(BLOCKS):  # later writes win, as the reference's sequential slice assignments
-                x1, y1, x2, y2, bx, by = params.swaps[idx, k].unbind(-1)
+                x1, y1, x2, y2, bx, by = swaps[:, k].unbind(-1)
                 for (ax, ay), (sx, sy) in (((x1, y1), (x2, y2)), ((x2, y2), (x1, y1))):
                     inside = self._inside(ax, bx, dev)[:, :, None] & self._inside(ay, by, dev)[:, None, :]
-                    dy = torch.where(inside, (sx - ax).to(dev)[:, None, None], dy)
-                    dx = torch.where(inside, (sy - ay).to(dev)[:, None, None], dx)
+                    dy = torch.where(inside, (sx - ax)[:, None, None], dy)
+                    dx = torch.where(inside, (sy - ay)[:, None, None], dx)
             i = torch.arange(s, device=dev)
             source = ((i[:, None] + dy) * s + (i[None, :] + dx)).view(m, 1, s * s).expand(-1, x.shape[1], -1)
             dev_idx = idx.to(dev)

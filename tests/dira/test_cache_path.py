@@ -200,3 +200,20 @@ def test_bench_data_path_functions_run(tmp_path):
     ips, wait = bench.pipeline_benchmark(tmp_path, "dira", 2, torch.device("cpu"), 0, steps=1, amp="none",
                                          channels_last=False, arch="resnet18", img_size=32, moco_k=8, cache_size=64)
     assert ips > 0 and 0 <= wait < 1
+
+
+def test_resume_from_cache_equals_uninterrupted(tmp_path, tiny_argv, tiny_lists):
+    """Device-side draws come from the checkpointed global RNG, so --resume stays exact on this path."""
+    images, train_list, val_list = tiny_lists
+    for lst in (train_list, val_list):
+        cache_data.build_list_cache(images, lst, tmp_path / "cache", 256, progress=False, log=lambda s: None)
+    common = ("--mode", "dir", "--preview_images", "0", "--max_steps_per_epoch", "1", "--data_path", "cache",
+              "--cache_dir", str(tmp_path / "cache"), "--cache_size", "256", "--augment_on", "device")
+    straight = train.main(tiny_argv(*common, "--epochs", "2", out=tmp_path / "a"))
+    first = train.main(tiny_argv(*common, "--epochs", "1", out=tmp_path / "b"))
+    resumed = train.main(tiny_argv(*common, "--epochs", "2", "--resume", str(first / "checkpoint.pth"),
+                                   out=tmp_path / "b"))
+    a = torch.load(straight / "checkpoint.pth", weights_only=True)["state_dict"]
+    b = torch.load(resumed / "checkpoint.pth", weights_only=True)["state_dict"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
