@@ -150,7 +150,7 @@ class BatchTwoView:
         self.flip_target = flip_target
         self.with_clean_view = with_clean_view
         self.view = ViewAugment(size, scale=(0.2, 1.0), jitter=(0.4, 0.4, 0.4, 0.1), jitter_p=0.8, grayscale_p=0.0,
-                                blur_sigma=(0.1, 2.0), blur_p=0.5, flip_p=0.5, crop_impl=crop_impl)
+                                blur_sigma=(0.1, 2.0), blur_p=0.5, flip_p=0.5, crop_impl=crop_impl, blur_kind="pil")
         self.distort = BatchDistortion(size, strict_swap_overlap)
 
     def draw(self, sizes, generator=None):

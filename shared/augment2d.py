@@ -18,7 +18,8 @@ different box per sample as two batched matrix products with the ATen/PIL antial
 (`impl="matmul"`; the default on CUDA) or, on the CPU, a loop of torchvision's `resized_crop` (fast
 uint8 kernels; `impl="loop"`); brightness/contrast/saturation as per-sample blends (on the CPU a loop
 of torchvision's adjust_* is cheaper and is the default there); the Gaussian blur as one grouped
-separable convolution with a kernel per sample. Hue alone is applied per sample (torchvision's
+separable convolution with a kernel per sample (or PIL's three box passes, `kind="pil"`, the blur
+MoCo v2 and DiRA run through PIL). Hue alone is applied per sample (torchvision's
 `adjust_hue`), and only to 3-channel images (it does nothing on gray).
 
 Images are float (B, C, H, W) in [0, 1] after the crop; uint8 batches are scaled by 1/255 there.
@@ -286,8 +287,44 @@ def _blur_all(x, sigma, kernel_size):
     return y.reshape(n, c, h, w)
 
 
-def gaussian_blur(x, apply, sigma, kernel_size):
-    """torchvision gaussian_blur(kernel_size, sigma_b) (reflect padding) on the samples where apply."""
+def pil_box_radius(sigma, passes=3):
+    """Pillow's _gaussian_blur_radius: the extended-box radius whose `passes` box blurs approximate a
+    Gaussian of this sigma (Gwosdek et al. 2011), per element of a float tensor."""
+    sigma2 = sigma.float() * sigma.float() / passes
+    length = torch.sqrt(12.0 * sigma2 + 1.0)
+    whole = torch.floor((length - 1.0) / 2.0)
+    frac = (2 * whole + 1) * (whole * (whole + 1) - 3 * sigma2) / (6 * (sigma2 - (whole + 1) ** 2))
+    return whole + frac
+
+
+def _pil_blur_all(x, sigma, passes=3):
+    """PIL's GaussianBlur(radius=sigma) in float: `passes` extended-box blurs along rows (edge pixels
+    repeated), then `passes` along columns; box radius R = r + a: weight 1/(2R+1) within r, a/(2R+1) at r+1."""
+    n, c, h, w = x.shape
+    radius = pil_box_radius(sigma).to(x.device, x.dtype)
+    r = torch.floor(radius)
+    half = int(r.max()) + 1
+    k = torch.arange(-half, half + 1, device=x.device, dtype=x.dtype).abs()[None]  # (1, K)
+    ww = 1.0 / (2 * radius[:, None] + 1)
+    fw = (1.0 - (2 * r[:, None] + 1) * ww) / 2
+    kern = torch.where(k <= r[:, None], ww, torch.where(k == r[:, None] + 1, fw, torch.zeros_like(ww)))
+    kern = kern.repeat_interleave(c, 0)
+    y = x.reshape(1, n * c, h, w)
+    for weight, pad in ((kern[:, None, None, :], [half, half, 0, 0]), (kern[:, None, :, None], [0, 0, half, half])):
+        for _ in range(passes):
+            y = nnf.conv2d(nnf.pad(y, pad, mode="replicate"), weight, groups=n * c)
+    return y.reshape(n, c, h, w)
+
+
+def gaussian_blur(x, apply, sigma, kernel_size=None, kind="gaussian"):
+    """Blur the samples where `apply` with their sigma. kind "gaussian": torchvision's
+    gaussian_blur(kernel_size, sigma) (reflected borders); "pil": PIL's ImageFilter.GaussianBlur(radius=sigma)
+    (MoCo v2's blur: three box passes per axis, repeated borders; float, without PIL's 8-bit rounding)."""
+    if kind == "pil":
+        return _on_subset(x, apply, _pil_blur_all, sigma)
+    if kind != "gaussian":
+        raise ValueError(f"blur kind must be gaussian or pil, got {kind!r}")
+    kernel_size = kernel_size or blur_kernel_size(float(sigma.max()) if len(sigma) else 0.1)
     return _on_subset(x, apply, lambda s, sg: _blur_all(s, sg, kernel_size), sigma)
 
 
@@ -325,18 +362,20 @@ class ViewAugment:
     RandomResizedCrop(size, scale, ratio) -> RandomApply(ColorJitter(*jitter), jitter_p) ->
     RandomGrayscale(grayscale_p) -> RandomApply(GaussianBlur(blur_sigma), blur_p) -> RandomHorizontalFlip(flip_p)
 
+    blur_kind "gaussian" is torchvision's GaussianBlur (kernel blur_kernel), "pil" MoCo v2's PIL blur.
+
     `draw(sizes)` gives the parameters, `crop(images, params)` the crops (before any colour change),
     `finish(crops, params)` the rest; `__call__` does all three.
     """
 
     def __init__(self, size, scale=(0.08, 1.0), ratio=(3.0 / 4.0, 4.0 / 3.0), jitter=(0.4, 0.4, 0.4, 0.1),
                  jitter_p=0.8, grayscale_p=0.0, blur_sigma=(0.1, 2.0), blur_p=0.5, blur_kernel=None, flip_p=0.5,
-                 crop_impl="auto", jitter_impl="auto"):
+                 crop_impl="auto", jitter_impl="auto", blur_kind="gaussian"):
         self.size, self.scale, self.ratio = size, tuple(scale), tuple(ratio)
         self.jitter, self.jitter_p, self.grayscale_p = tuple(jitter), jitter_p, grayscale_p
         self.blur_sigma, self.blur_p, self.flip_p = tuple(blur_sigma), blur_p, flip_p
         self.blur_kernel = blur_kernel or blur_kernel_size(self.blur_sigma[1])
-        self.crop_impl, self.jitter_impl = crop_impl, jitter_impl
+        self.crop_impl, self.jitter_impl, self.blur_kind = crop_impl, jitter_impl, blur_kind
 
     def draw(self, sizes, generator=None):
         n = len(sizes)
@@ -352,7 +391,7 @@ class ViewAugment:
     def finish(self, crops, params):
         x = color_jitter(crops, params.jitter, self.jitter_impl)
         x = grayscale(x, params.gray)
-        x = gaussian_blur(x, params.blur, params.sigma, self.blur_kernel)
+        x = gaussian_blur(x, params.blur, params.sigma, self.blur_kernel, self.blur_kind)
         return hflip(x, params.flip)
 
     def __call__(self, images, sizes, generator=None):

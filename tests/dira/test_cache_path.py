@@ -127,7 +127,7 @@ def test_view_close_to_pil_given_same_params(gray_images, impl):
         x = x.filter(ImageFilter.GaussianBlur(radius=float(p.sigma))) if p.blur else x
         x = TF.hflip(x) if p.flip else x
         diff = (out[i, 0] - torch.from_numpy(np.asarray(x, dtype=np.float32) / 255)).abs()
-        assert diff.mean() < 2.5 / 255, i
+        assert diff.mean() < 2 / 255 and diff.max() < 5 / 255, (i, float(diff.mean()) * 255, float(diff.max()) * 255)
 
 
 @pytest.mark.parametrize("flip_target", [False, True])
