@@ -301,14 +301,14 @@ def _pil_blur_all(x, sigma, passes=3):
     """PIL's GaussianBlur(radius=sigma) in float: `passes` extended-box blurs along rows (edge pixels
     repeated), then `passes` along columns; box radius R = r + a: weight 1/(2R+1) within r, a/(2R+1) at r+1."""
     n, c, h, w = x.shape
-    radius = pil_box_radius(sigma).to(x.device, x.dtype)
+    radius = pil_box_radius(sigma.cpu())  # kernels built on the CPU: no device sync for their length
     r = torch.floor(radius)
     half = int(r.max()) + 1
-    k = torch.arange(-half, half + 1, device=x.device, dtype=x.dtype).abs()[None]  # (1, K)
+    k = torch.arange(-half, half + 1, dtype=torch.float32).abs()[None]  # (1, K)
     ww = 1.0 / (2 * radius[:, None] + 1)
     fw = (1.0 - (2 * r[:, None] + 1) * ww) / 2
     kern = torch.where(k <= r[:, None], ww, torch.where(k == r[:, None] + 1, fw, torch.zeros_like(ww)))
-    kern = kern.repeat_interleave(c, 0)
+    kern = kern.repeat_interleave(c, 0).to(x.device, x.dtype, non_blocking=True)
     y = x.reshape(1, n * c, h, w)
     for weight, pad in ((kern[:, None, None, :], [half, half, 0, 0]), (kern[:, None, :, None], [0, 0, half, half])):
         for _ in range(passes):
