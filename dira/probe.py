@@ -29,6 +29,7 @@ from shared.probe import (
     check_offline_args,
     offline_parser,
     report,
+    resnet_trunk,
     split_indices,
     subsample_indices,
 )
@@ -102,7 +103,7 @@ def feature_fn(net):
     backbone = getattr(net, "backbone", net)  # DiRAUNet -> its smp.Unet
     encoder = getattr(backbone, "encoder", None)
     if encoder is None:  # a torchvision ResNet: everything up to the global pool
-        stages = torch.nn.Sequential(*[m for name, m in net.named_children() if name not in ("avgpool", "fc")])
+        stages = resnet_trunk(net)
     else:
         def stages(x):
             return encoder(x)[-1]

@@ -53,6 +53,12 @@ def global_pool(feature_map):
     return feature_map.flatten(2).mean(-1) if feature_map.dim() > 2 else feature_map
 
 
+def resnet_trunk(resnet):
+    """A torchvision ResNet without its global pool and classifier: images -> the last stage's feature map
+    (the modules are shared, not copied)."""
+    return torch.nn.Sequential(*[m for name, m in resnet.named_children() if name not in ("avgpool", "fc")])
+
+
 def pooled_features(forward_fn, batches, device=None, model=None):
     """Pooled features of every batch, stacked: an (N, C) float32 numpy array.
 
