@@ -130,6 +130,10 @@ def online_probe(args, model, logger, device, main_process):
     root = args.probe_data or str(Path(args.train_list).parent)
     images = None if args.probe_data else args.data
     encoder = unet_of(model)
+    has_labels = (Path(root) / LISTS[2]).is_file() or (Path(root) / "Data_Entry_2017.csv").is_file()
+    if args.probe_every > 0 and main_process and not has_labels:  # fail now, not after the first epoch
+        raise FileNotFoundError(f"--probe_every: {root} holds neither {LISTS[0]} + {LISTS[2]} nor "
+                                "Data_Entry_2017.csv; give --probe_data <ChestX-ray14 root>")
 
     def make():
         return chestxray14_probe_set(root, images, args.img_size, args.probe_max, args.seed or 0)

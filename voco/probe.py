@@ -121,6 +121,8 @@ def online_probe(args, model, logger, device, is_main):
     """The pre-training's OnlineProbe (no-op unless --probe_every > 0; rank 0 only)."""
     branch = model.student if args.single_network else model.teacher
     data = args.probe_data or str(Path(args.json_list[0]).parent / "dataset_0.json")
+    if args.probe_every > 0 and is_main and not Path(data).exists():  # fail now, not at the first probe
+        raise FileNotFoundError(f"--probe_every: no labelled list {data}; give --probe_data <BTCV root or json>")
 
     def make():
         return btcv_probe_set(data, None, args.base_roi, args.num_crops, args.roi_x, args.probe_per_organ,

@@ -4,6 +4,7 @@ import csv
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from shared.probe import PROBE_COLUMNS
@@ -49,3 +50,13 @@ def test_online_probe_then_offline_probe(btcv_root, tmp_path):
     rand = probe.main(["--random_init", "--feature_size", "12", "--window_size", "2",
                        "--out", str(tmp_path / "r.json"), *common])
     assert rand["random_init"] and (tmp_path / "r.json").is_file()
+
+
+def test_probe_every_without_labelled_list_fails_before_training(tmp_path):
+    from types import SimpleNamespace
+
+    from voco.probe import online_probe
+    args = train.get_parser().parse_args(["--json_list", str(tmp_path / "x.json"), "--probe_every", "1"])
+    model = SimpleNamespace(teacher=torch.nn.Linear(1, 1), student=torch.nn.Linear(1, 1))
+    with pytest.raises(FileNotFoundError, match="--probe_data"):
+        online_probe(args, model, None, "cpu", True)
