@@ -11,8 +11,11 @@ One building block for 2D and 3D encoders alike:
   AUROC on the test set.
 - `split_indices(labels, test_fraction, seed)`: a stratified, seeded held-out split for when only one
   labelled set exists.
+- `subsample_indices(labels, n, seed)`: a seeded cap on a probe split that keeps every class it can.
 - `ProbeSet`: inputs and labels of both splits in memory, `.evaluate(forward_fn, device)` gives the
   `probe_*` scalars a training loop logs.
+- `OnlineProbe`: every N steps/epochs during training (rank 0), the set built on first use only.
+- `offline_parser` / `check_offline_args` / `report`: the common part of every `<method>/probe.py`.
 
 Labels are either integer classes (shape N; binary or multi-class, AUROC macro over one-vs-rest
 classes present in the test set) or a multi-label 0/1 matrix (N x L; AUROC and accuracy are means
