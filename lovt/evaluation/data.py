@@ -107,7 +107,8 @@ def read_statistics(folder):
 def read_mask(path, size):
     """A 0/1 mask from a GIF written as 0/255 or a 0/1 PNG; resized (nearest) to the image size, as the
     original, with a warning naming the file (a mask of another size is usually the wrong mask)."""
-    m = Image.open(path).convert("L")
+    with Image.open(path) as f:
+        m = f.convert("L")
     if m.size != size:
         warnings.warn(f"{path}: mask is {m.size[0]}x{m.size[1]} but its image is {size[0]}x{size[1]}; resized "
                       "(nearest) to the image, as the original", stacklevel=2)
@@ -160,7 +161,8 @@ class DownstreamDataset(Dataset):
     def _load(self, row):
         sample_id, boxes, _ = row
         path = self.folder / self.loader.image.format(id=sample_id)
-        img = Image.open(path).convert("L")
+        with Image.open(path) as f:
+            img = f.convert("L")
         w, h = img.size
         padding, size = pad_to_square(w, h), [self.input_size, self.input_size]
         scan = tv_tensors.Image(torch.from_numpy(np.array(img)).unsqueeze(0))
