@@ -154,27 +154,46 @@ def raw_mimic(tmp_path_factory):
     return root / "mimic-cxr-jpg"
 
 
-def test_corrupt_and_missing_files_skipped_counted_named(raw_mimic, tmp_path, caplog):
+@pytest.fixture(scope="module")
+def damaged_preparation(raw_mimic, tmp_path_factory):
+    """The sample MIMIC-CXR-JPG with one view truncated mid-scan and another deleted, prepared."""
     import shutil
 
     from lovt.data.mimic_cxr import create_dataset
 
-    raw = tmp_path / "raw"
+    tmp = tmp_path_factory.mktemp("damaged")
+    raw = tmp / "raw"
     shutil.copytree(raw_mimic, raw)
     jpgs = sorted(raw.rglob("*.jpg"))
     truncated, missing = jpgs[0], jpgs[-1]
-    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])  # cut mid-scan
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
     missing.unlink()
-    with caplog.at_level(logging.WARNING):
-        prepared = create_dataset(raw, target_path=tmp_path / "prepared", num_workers=1)
-    assert ImageFile.LOAD_TRUNCATED_IMAGES is False  # never set for the whole process
-    counts = json.loads((prepared / "preparation.json").read_text())
-    skipped = {}
-    for split in counts["splits"].values():
+    handler = logging.Handler()
+    handler.records = []
+    handler.emit = handler.records.append
+    logging.getLogger("lovt").addHandler(handler)
+    try:
+        prepared = create_dataset(raw, target_path=tmp / "prepared", num_workers=1)
+    finally:
+        logging.getLogger("lovt").removeHandler(handler)
+    counts = {}
+    for split in json.loads((prepared / "preparation.json").read_text())["splits"].values():
         for kind, n in split["skipped_files"].items():
-            skipped[kind] = skipped.get(kind, 0) + n
-    assert skipped.get("unreadable_image") == 1 and skipped.get("missing_image") == 1, counts
-    assert f"{truncated.name}: unreadable JPEG" in caplog.text and f"{missing.name}: not found" in caplog.text
+            counts[kind] = counts.get(kind, 0) + n
+    return truncated, missing, counts, "\n".join(r.getMessage() for r in handler.records)
+
+
+def test_corrupt_file_in_preparation_skipped_counted_named(damaged_preparation):
+    truncated, _, counts, log_text = damaged_preparation
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False  # never set for the whole process
+    assert counts.get("unreadable_image") == 1, counts  # the original's flag loaded it half grey
+    assert f"{truncated}: unreadable JPEG" in log_text
+
+
+def test_missing_file_in_preparation_skipped_counted_named(damaged_preparation):
+    _, missing, counts, log_text = damaged_preparation
+    assert counts.get("missing_image") == 1, counts
+    assert f"{missing}: not found" in log_text
 
 
 def test_corrupt_file_at_load_time_skipped_and_counted(raw_mimic, tmp_path, caplog):

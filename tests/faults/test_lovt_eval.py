@@ -170,8 +170,7 @@ def small_set(tmp_path, split, ids, masks=True):
     return DownstreamDataset(tmp_path, loader, split, input_size=16, stats={"pixel_mean": 0.5, "pixel_std": 0.5})
 
 
-@pytest.mark.parametrize("fault", ["corrupt", "missing"])
-def test_corrupt_file_and_missing_file_skip_in_train_stop_in_test(tmp_path, fault):
+def skip_in_train_stop_in_test(tmp_path, fault):
     for i in ("a", "b"):
         grey(tmp_path / f"{i}.png")
         grey(tmp_path / f"{i}_mask.png", value=1)
@@ -186,6 +185,14 @@ def test_corrupt_file_and_missing_file_skip_in_train_stop_in_test(tmp_path, faul
     test = small_set(tmp_path, "test", ["a", "b"])
     with pytest.raises(OSError, match=r"test sample a is unreadable .* not replaced by others"):
         test[0]
+
+
+def test_corrupt_file_skipped_in_train_stops_in_test(tmp_path):
+    skip_in_train_stop_in_test(tmp_path, "corrupt")
+
+
+def test_missing_file_skipped_in_train_stops_in_test(tmp_path):
+    skip_in_train_stop_in_test(tmp_path, "missing")
 
 
 def test_corrupt_file_listed_in_results_and_by_preparation(rsna, sample, tmp_path):
