@@ -70,6 +70,10 @@ def _run(job):
             return json.loads(done.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             pass
+    elif done.is_file():  # a results.json without config.json: reused if its lr and seed are the ones asked
+        res = json.loads(done.read_text())
+        if res.get("learning_rate") == kwargs.get("learning_rate") and res.get("seed") == kwargs.get("seed"):
+            return res
     if folder.exists():  # the same run, interrupted: it starts over in a clean folder
         shutil.rmtree(folder)
     return run_downstream(task, weights, folder, **kwargs)

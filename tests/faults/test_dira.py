@@ -142,28 +142,28 @@ def assert_same_run(a, b):
 
 @pytest.fixture(scope="module")
 def straight(lists, tmp_path_factory):
-    """An uninterrupted 3-epoch run (2 steps an epoch): the reference of the resume tests."""
+    """An uninterrupted 2-epoch run (2 steps an epoch): the reference of the resume tests."""
     out = tmp_path_factory.mktemp("dira_straight")
-    return one_thread(train.main, argv(lists, out, "--epochs", "3"))
+    return one_thread(train.main, argv(lists, out, "--epochs", "2"))
 
 
 def test_kill_resume_bit_identical(lists, straight, tmp_path):
     # forwards: 2 training + 1 validation per epoch; the 5th is epoch 1's second step, after its first was logged
-    run_killed({"argv": argv(lists, tmp_path, "--epochs", "3"), "kill_at_forward": 5})
+    run_killed({"argv": argv(lists, tmp_path, "--epochs", "2"), "kill_at_forward": 5})
     run = tmp_path / "DiRA_moco" / "dira"
     assert torch.load(run / "checkpoint.pth", weights_only=True)["epoch"] == 1
     assert max(int(r["step"]) for r in read_rows(run)) == 2  # a row was logged after the checkpoint
-    resumed = one_thread(train.main, argv(lists, tmp_path, "--epochs", "3", "--resume", str(run / "checkpoint.pth")))
+    resumed = one_thread(train.main, argv(lists, tmp_path, "--epochs", "2", "--resume", str(run / "checkpoint.pth")))
     assert_same_run(straight, resumed)
 
 
 def test_kill_during_save_keeps_previous_checkpoint(lists, straight, tmp_path):
-    run_killed({"argv": argv(lists, tmp_path, "--epochs", "3"), "kill_in_save": 2})
+    run_killed({"argv": argv(lists, tmp_path, "--epochs", "2"), "kill_in_save": 2})
     run = tmp_path / "DiRA_moco" / "dira"
     assert list(run.glob(".checkpoint.pth.*.tmp"))  # the half-written file is the temporary one
     for name in ("checkpoint.pth", "D_checkpoint.pth"):
         assert torch.load(run / name, weights_only=True)["epoch"] == 1
-    resumed = one_thread(train.main, argv(lists, tmp_path, "--epochs", "3", "--resume", str(run / "checkpoint.pth")))
+    resumed = one_thread(train.main, argv(lists, tmp_path, "--epochs", "2", "--resume", str(run / "checkpoint.pth")))
     assert_same_run(straight, resumed)
 
 
