@@ -179,10 +179,11 @@ RESUME_MAY_CHANGE = {"epochs", "resume", "start_epoch", "workers", "print_freq",
 
 
 def config_differences(saved, args):
-    """{flag: (saved, now)} for the flags of a saved config (checkpoint `args` or config.json) that differ."""
+    """{flag: (saved, now)} for the flags of a saved config (checkpoint `args` or config.json) that differ
+    (flags that one side does not know, e.g. added since, are not compared)."""
     now = {k: plain(v) for k, v in vars(args).items()}
-    return {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now))
-            if k not in RESUME_MAY_CHANGE and saved.get(k) != now.get(k)}
+    return {k: (saved[k], now[k]) for k in sorted(set(saved) & set(now))
+            if k not in RESUME_MAY_CHANGE and saved[k] != now[k]}
 
 
 def check_resume_matches(args, ckpt, run_dir):

@@ -76,8 +76,8 @@ def check_resume_matches(checkpoint, module, path):
     if not isinstance(saved, dict):
         return  # not one of ours (e.g. the original's): Lightning's strict state-dict load decides
     now = module.hparams["config"]
-    diffs = {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now))
-             if k not in RESUME_MAY_CHANGE and saved.get(k) != now.get(k)}
+    diffs = {k: (saved[k], now[k]) for k in sorted(set(saved) & set(now))  # settings added since: not compared
+             if k not in RESUME_MAY_CHANGE and saved[k] != now[k]}
     if diffs:
         shown = "; ".join(f"pretrain_model.{k}: {a!r} there, {b!r} now" for k, (a, b) in list(diffs.items())[:5])
         raise SystemExit(f"resume refused: {path} was written by another configuration ({shown}). Resume with "
