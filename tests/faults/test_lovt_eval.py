@@ -198,11 +198,13 @@ def test_missing_file_skipped_in_train_stops_in_test(tmp_path):
 def test_corrupt_file_listed_in_results_and_by_preparation(rsna, sample, tmp_path):
     copy = tmp_path / "rsna"
     shutil.copytree(rsna, copy)
-    first = (copy / "train.csv").read_text().splitlines()[1].split(",")[0]
+    header, *rows = (copy / "train.csv").read_text().splitlines()
+    (copy / "train.csv").write_text("\n".join([header, *rows[:2]]) + "\n")  # one batch holds both
+    first = rows[0].split(",")[0]
     (copy / "stage_2_train_images_processed" / f"{first}.png").write_bytes(b"\x89PNG broken")
     with pytest.warns(UserWarning, match=f"skipping sample {first}"):
         res = run_downstream(get_task(TASK, batch_size=4), "random", tmp_path / "run", input_size=32, max_epochs=1,
-                             where={"folders": {RSNA: str(copy)}}, progress=False)  # one whole epoch
+                             where={"folders": {RSNA: str(copy)}}, progress=False)
     assert res["skipped_samples"] == [first]
     assert json.loads((tmp_path / "run" / "results.json").read_text())["skipped_samples"] == [first]
     # the preparation command line: one-line warnings, and the skipped images counted and named at the end
