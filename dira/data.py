@@ -53,6 +53,15 @@ def read_image_list(list_file, data_dir=None, check_exists=True):
     return paths, np.asarray(labels, dtype=np.float32).reshape(len(paths), -1)
 
 
+def _check_finite(arr, path):
+    """A float image with NaN/inf pixels would map to an all-black (or garbage) image: refuse it by name."""
+    if np.issubdtype(arr.dtype, np.floating):
+        bad = int(arr.size - np.isfinite(arr).sum())
+        if bad:
+            raise ImageReadError(f"{path}: {bad} of {arr.size} pixel values are NaN or infinite")
+    return arr
+
+
 def _to_uint8(arr, minmax=False):
     """Map any numeric array to uint8: 16-bit by its bit range (min/max with `minmax`), others by min/max."""
     if arr.dtype == np.uint8:
@@ -72,7 +81,7 @@ def _read_dicom(path):
     reader.SetFileName(str(path))
     reader.LoadPrivateTagsOn()
     image = reader.Execute()
-    arr = sitk.GetArrayFromImage(image)  # (frames,) rows x cols (x channels); slope/intercept applied
+    arr = _check_finite(sitk.GetArrayFromImage(image), path)  # (frames,) rows x cols (x channels); slope/intercept
     while arr.ndim > 2 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim == 3 and arr.shape[-1] not in (3, 4):
@@ -102,12 +111,14 @@ def load_image(path, keep_gray=False):
             with Image.open(path) as img:
                 img.load()
                 if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                    arr = np.asarray(img)
+                    arr = _check_finite(np.asarray(img), path)
                     arr = arr.astype(np.uint16) if img.mode.startswith("I;16") else arr
                     img = Image.fromarray(_to_uint8(arr), mode="L")
         return img if keep_gray and img.mode == "L" else img.convert("RGB")
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
+    except ImageReadError:
+        raise
     except Exception as e:  # PIL/SimpleITK raise many types; keep the reason, name the file
         if path.suffix.lower() not in DICOM_SUFFIXES:
             try:
@@ -242,8 +253,10 @@ class TwoViewTransform:
 class ImageListDataset(torch.utils.data.Dataset):
     """Images of a list (original format) under `data_dir`, transformed; the original `ChestX_ray14`.
 
-    An unreadable image is skipped with a warning naming it (the next image is used instead) so a
-    long run never dies on one bad file; `max_bad` consecutive failures raise.
+    An unreadable image (also: NaN/inf pixels) is skipped with a warning naming it (the next image is used
+    instead) so a long run never dies on one bad file; `max_bad` consecutive failures raise. Skipped files
+    are marked in a shared-memory flag per image (DataLoader workers see the same flags), so the training
+    loop can report how many and which (`skipped_files`).
     """
 
     def __init__(self, data_dir, list_file, transform, return_labels=False, max_bad=20, keep_gray=True):
@@ -252,9 +265,14 @@ class ImageListDataset(torch.utils.data.Dataset):
         self.transform = transform
         self.return_labels = return_labels
         self.max_bad = max_bad
+        self.skipped = torch.zeros(len(self.paths), dtype=torch.bool).share_memory_()
 
     def __len__(self):
         return len(self.paths)
+
+    def skipped_files(self):
+        """Paths of the images skipped so far as unreadable (by any worker process)."""
+        return [self.paths[i] for i in self.skipped.nonzero().flatten().tolist()]
 
     def __getitem__(self, index):
         for attempt in range(self.max_bad):
@@ -262,6 +280,7 @@ class ImageListDataset(torch.utils.data.Dataset):
             try:
                 img = load_image(self.paths[i], keep_gray=self.keep_gray)
             except ImageReadError as e:
+                self.skipped[i] = True
                 warnings.warn(f"skipping unreadable image: {e}", stacklevel=2)
                 continue
             sample = self.transform(img)

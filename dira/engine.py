@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from dira import losses
 from dira.models import dist_world_size
+from shared.guards import check_finite_loss, inject_nan
 
 
 def autocast(device, amp):
@@ -91,8 +92,12 @@ def train_one_epoch(model, discriminator, loader, opt_g, opt_d, scaler_g, scaler
         if args.method == "barlowtwins":
             adjust_learning_rate(opt_g, epoch, args, steps, it)
         batch = _to_device(batch, device, args.channels_last)
+        global_step = epoch * steps + it
         with autocast(device, args.amp):
             total, parts, restored = generator_losses(model, discriminator, batch, args)
+        total = inject_nan(total, global_step)  # tests only (SSL_MED_FAULT_NAN_STEP); inert otherwise
+        # stop before the step that would write NaN into the weights (one host sync per step)
+        check_finite_loss(total, global_step, f"epoch {epoch}, batch {it}, generator")
         opt_g.zero_grad(set_to_none=True)
         scaler_g.scale(total).backward()
         scaler_g.step(opt_g)
@@ -103,6 +108,7 @@ def train_one_epoch(model, discriminator, loader, opt_g, opt_d, scaler_g, scaler
             opt_d.zero_grad(set_to_none=True)
             with autocast(device, args.amp):
                 d_loss = losses.discriminator_loss(discriminator(batch[2]), discriminator(restored.detach()))
+            check_finite_loss(d_loss, global_step, f"epoch {epoch}, batch {it}, discriminator")
             scaler_d.scale(d_loss).backward()
             scaler_d.step(opt_d)
             scaler_d.update()
@@ -110,11 +116,8 @@ def train_one_epoch(model, discriminator, loader, opt_g, opt_d, scaler_g, scaler
         for k, v in parts.items():  # summed on the device: no host sync per step
             sums[k] = sums.get(k, 0.0) + v.detach().float()
         count += 1
-        global_step = epoch * steps + it
         if main and (it % args.print_freq == 0 or it == steps - 1):
             scalars = {k: float(v.detach()) for k, v in parts.items()}
-            if not all(math.isfinite(v) for v in scalars.values()):
-                raise FloatingPointError(f"non-finite loss at epoch {epoch} step {it}: {scalars}")
             bar.set_postfix({k: f"{v:.4f}" for k, v in scalars.items()})
             if logger is not None:
                 logger.log(global_step, epoch=epoch, lr=opt_g.param_groups[0]["lr"], **scalars)

@@ -45,8 +45,14 @@ NORMALIZATION = {"imagenet": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
 class ListDataset(torch.utils.data.Dataset):
     """Images of a list (with labels) or with masks of the same file name under mask_dir."""
 
-    def __init__(self, data_dir, list_file, transform, mask_dir=None, mask_size=None, anno_percent=100):
+    def __init__(self, data_dir, list_file, transform, mask_dir=None, mask_size=None, anno_percent=100,
+                 num_labels=None, resize_masks=False):
         self.paths, self.labels = read_image_list(list_file, data_dir)
+        if num_labels is not None and self.labels.shape[1] != num_labels:
+            raise ValueError(f"{list_file}: {self.labels.shape[1]} labels per image, but the model predicts "
+                             f"{num_labels} (--num_class); train, validation and test lists must have the same "
+                             "labels in the same order")
+        self.resize_masks = resize_masks  # False: a mask whose size is not its image's is refused
         if anno_percent < 100:  # the benchmark's label fraction: shuffle with Random(99), keep the first p %
             order = list(range(len(self.paths)))
             random.Random(99).shuffle(order)
@@ -70,6 +76,10 @@ class ListDataset(torch.utils.data.Dataset):
             mask = Image.open(mask_path).convert("L")
         except Exception as e:
             raise ImageReadError(f"{mask_path}: cannot read mask ({e})") from None
+        if mask.size != img.size and not self.resize_masks:  # resizing both would hide a mismatched pair
+            raise ImageReadError(f"{mask_path}: mask is {mask.size[0]}x{mask.size[1]} but its image "
+                                 f"{self.paths[i]} is {img.size[0]}x{img.size[1]} (width x height); give "
+                                 "--resize_masks to resize each to --img_size anyway")
         return self.transform(img, mask)
 
 
@@ -198,7 +208,7 @@ def train_trial(args, trial, device):
     cls = args.task == "classification"
     if cls:
         train_tf, val_tf, test_tf = classification_transforms(args.img_size, args.normalization, args.test_augment)
-        sets = [ListDataset(args.data_dir, lst, tf, anno_percent=pct) for lst, tf, pct in
+        sets = [ListDataset(args.data_dir, lst, tf, anno_percent=pct, num_labels=args.num_class) for lst, tf, pct in
                 ((args.train_list, train_tf, args.anno_percent), (args.val_list, val_tf, 100),
                  (args.test_list, test_tf, 100))]
         model = build_classifier(args).to(device)
@@ -208,7 +218,8 @@ def train_trial(args, trial, device):
                                                                mode="min", threshold=1e-4, min_lr=0)
     else:
         sets = [ListDataset(args.data_dir, lst, SegmentationTransform(args.img_size, args.normalization, train),
-                            mask_dir=args.mask_dir, anno_percent=args.anno_percent if train else 100)
+                            mask_dir=args.mask_dir, anno_percent=args.anno_percent if train else 100,
+                            resize_masks=args.resize_masks)
                 for lst, train in ((args.train_list, True), (args.val_list, False), (args.test_list, False))]
         model = build_segmenter(args).to(device)
         criterion = lambda pred, y: dice_coef_loss(y, pred)  # noqa: E731  (the benchmark's soft Dice)
@@ -291,6 +302,9 @@ def get_args_parser():
     p.add_argument("--trial", default=1, type=int, help="independent runs")
     p.add_argument("--anno_percent", default=100, type=float,
                    help="percent of the training list used (DiRA's 1/25/50 %% small-data experiments)")
+    p.add_argument("--resize_masks", action="store_true",
+                   help="segmentation: accept masks of another size than their image (each resized to --img_size, "
+                        "as the benchmark); refused by default")
     p.add_argument("--workers", default=2, type=int)
     p.add_argument("--seed", default=0, type=int)
     p.add_argument("--device", default=None)
@@ -335,4 +349,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from shared.cli_warnings import short_warnings
+
+    short_warnings()  # one line per warning, no source line
     main()

@@ -31,7 +31,7 @@ from dira.models import DiRAUNet, Discriminator, build_generator, unet_of
 from dira.probe import add_probe_args, online_probe
 from shared.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 from shared.distributed import init_distributed, seed_everything
-from shared.runlog import RunLogger, save_image_grid
+from shared.runlog import RunLogger, drop_rows_from, save_image_grid
 
 METHOD_DEFAULTS = {  # (--lr, --wd) where they are not given: each method's own paper
     "moco": (0.03, 1e-4),          # DiRA / MoCo v2
@@ -166,13 +166,51 @@ def load_generator_weights(model, path):
     print(f"Loading pre-trained weights for generator from {path}")
     ckpt = load_checkpoint(path)
     state = strip_module(ckpt.get("state_dict", ckpt))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    advice = ("stage 2 needs the stage-1 checkpoint.pth made with the same --arch, --mlp, --moco-k, --moco-dim "
+              "and --method (best_checkpoint.pth holds only the U-Net)")
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # tensors of other shapes
+        detail = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise RuntimeError(f"{path} does not fit this generator ({detail}); {advice}") from None
     if missing or unexpected:
         raise RuntimeError(
             f"{path} does not fit this generator ({len(missing)} missing, {len(unexpected)} unexpected keys, "
-            f"e.g. {(missing + unexpected)[:4]}); stage 2 needs the stage-1 checkpoint.pth made with the "
-            "same --arch, --mlp, --moco-k, --moco-dim and --method (best_checkpoint.pth holds only the U-Net)")
+            f"e.g. {(missing + unexpected)[:4]}); {advice}")
     print(f"=> loaded pre-trained model '{path}'\nmissing keys: {missing}")
+
+
+# flags that may change when a run is resumed (length, launch, paths, logging); every other flag must match
+RESUME_MAY_CHANGE = {"epochs", "resume", "start_epoch", "workers", "print_freq", "world_size", "rank", "dist_url",
+                     "dist_backend", "gpu", "multiprocessing_distributed", "checkpoint_dir", "exp_name", "data",
+                     "train_list", "val_list", "generator_pre_trained_weights", "preview_images", "wandb",
+                     "compile", "channels_last"}
+
+
+def config_differences(saved, args):
+    """{flag: (saved, now)} for the flags of a saved config (checkpoint `args` or config.json) that differ
+    (flags that one side does not know, e.g. added since, are not compared)."""
+    now = {k: plain(v) for k, v in vars(args).items()}
+    return {k: (saved[k], now[k]) for k in sorted(set(saved) & set(now))
+            if k not in RESUME_MAY_CHANGE and saved[k] != now[k]}
+
+
+def check_resume_matches(args, ckpt, run_dir):
+    """Refuse to continue a run of another configuration: the checkpoint's flags, and those of the run
+    folder (config.json) that the resumed run would log into, must be the ones given now."""
+    import json
+
+    sources = [(args.resume, ckpt.get("args") if isinstance(ckpt.get("args"), dict) else None)]
+    config_file = Path(run_dir) / "config.json"
+    if config_file.is_file():
+        sources.append((config_file, json.loads(config_file.read_text())))
+    for where, saved in sources:
+        diffs = config_differences(saved, args) if saved is not None else {}
+        if diffs:
+            shown = "; ".join(f"--{k.replace('_', '-')}: {a!r} there, {b!r} now" for k, a, b in
+                              ((k, *v) for k, v in list(diffs.items())[:6]))
+            raise SystemExit(f"--resume refused: {where} belongs to another configuration ({shown}). Resume with "
+                             "the same flags, or start a new run with another --checkpoint-dir or --exp_name.")
 
 
 def plain(value):
@@ -292,6 +330,15 @@ def train_process(rank, world_size, device, per_node, args):
                              f"({batch_size} x {world_size} processes)")
 
     run_dir = Path(args.checkpoint_dir) / args.exp_name / args.mode
+    steps = len(train_loader) if not args.max_steps_per_epoch else min(len(train_loader), args.max_steps_per_epoch)
+    ckpt = None
+    if args.resume:  # read and checked before anything is written into the run folder
+        ckpt = load_checkpoint(args.resume)
+        check_resume_matches(args, ckpt, run_dir)
+        if main_process:  # rows a killed run logged after its last checkpoint are logged again below
+            dropped = drop_rows_from(run_dir / "metrics.csv", int(ckpt["epoch"]) * steps)
+            if dropped:
+                print(f"=> dropped {dropped} metrics row(s) logged after the checkpoint (they are repeated)")
     old_csv = run_dir / "metrics.csv"
     if main_process and not args.resume and old_csv.exists():  # a fresh run: keep the old log aside
         old_csv.rename(run_dir / f"metrics.{time.strftime('%Y%m%d-%H%M%S')}.csv")
@@ -310,10 +357,14 @@ def train_process(rank, world_size, device, per_node, args):
 
     best_loss = 1e10
     start_epoch = args.start_epoch
-    if args.resume:
-        ckpt = load_checkpoint(args.resume)
-        model_without_ddp.load_state_dict(strip_module(ckpt["state_dict"]))
-        opt_g.load_state_dict(ckpt["optimizer"])
+    if ckpt is not None:
+        try:
+            model_without_ddp.load_state_dict(strip_module(ckpt["state_dict"]))
+            opt_g.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise SystemExit(f"--resume refused: {args.resume} does not fit this model (-a {args.arch}, --mode "
+                             f"{args.mode}, --method {args.method}, --mlp, --moco-k/--moco-dim): "
+                             f"{str(e).splitlines()[0]}") from None
         start_epoch, best_loss = ckpt["epoch"], float(ckpt["best_loss"])
         if "scaler" in ckpt:
             scaler_g.load_state_dict(ckpt["scaler"])
@@ -342,12 +393,15 @@ def train_process(rank, world_size, device, per_node, args):
         train_stats = engine.train_one_epoch(model, discriminator, train_loader, opt_g, opt_d, scaler_g, scaler_d,
                                              epoch, args, device, logger, main_process)
         valid_loss = engine.validate(model, discriminator, val_loader, args, device)
-        steps = len(train_loader) if not args.max_steps_per_epoch else min(len(train_loader), args.max_steps_per_epoch)
-        logger.log((epoch + 1) * steps - 1, epoch=epoch, val_loss=valid_loss,
+        skipped = sorted({str(p) for ds in (train_set, val_set) for p in ds.skipped_files()})
+        logger.log((epoch + 1) * steps - 1, epoch=epoch, val_loss=valid_loss, skipped_images=len(skipped),
                    **{f"train_{k}": v for k, v in train_stats.items()})
         probe(epoch + 1, log_step=(epoch + 1) * steps - 1)
         print(f"epoch {epoch}: lr {lr:.5g} train {train_stats} validation loss {valid_loss:.5f} "
               f"({time.time() - t0:.1f}s)")
+        if skipped:  # counted over the whole run so far, by every worker process of this rank
+            print(f"skipped {len(skipped)} unreadable image(s) so far: {', '.join(skipped[:20])}"
+                  + (f" and {len(skipped) - 20} more" if len(skipped) > 20 else ""))
         if preview is not None:
             rows = engine.preview_rows(model_without_ddp.encoder_q, preview, device, args.amp)
             save_image_grid(rows, run_dir / f"restoration_epoch{epoch:04d}.png",
@@ -391,4 +445,7 @@ def save_checkpoints(run_dir, epoch, args, model, discriminator, opt_g, opt_d, s
 
 
 if __name__ == "__main__":
+    from shared.cli_warnings import short_warnings
+
+    short_warnings()  # one line per warning, no source line
     main()

@@ -58,14 +58,14 @@ def load_into_resnet(model, checkpoint, min_matched=0.95, trusted=False, verbose
     """Load the encoder into a torchvision ResNet; the task head `fc` stays as built. Returns the LoadReport
     (its fraction counts the tensors other than fc)."""
     state = to_resnet_state_dict(checkpoint, trusted)
-    return _load(model, state, skip=("fc.",), min_matched=min_matched, verbose=verbose)
+    return _load(model, state, skip=("fc.",), min_matched=min_matched, verbose=verbose, source=checkpoint)
 
 
 def load_into_unet(model, checkpoint, keep_head=False, min_matched=0.95, trusted=False, verbose=True):
     """Load encoder and decoder into an smp.Unet (the head too with keep_head; the README drops it)."""
     state = to_unet_state_dict(checkpoint, trusted)
     skip = () if keep_head else ("segmentation_head.",)
-    return _load(model, state, skip=skip, min_matched=min_matched, verbose=verbose)
+    return _load(model, state, skip=skip, min_matched=min_matched, verbose=verbose, source=checkpoint)
 
 
 class _Without(torch.nn.Module):
@@ -79,10 +79,15 @@ class _Without(torch.nn.Module):
         return {key: v for key, v in self.model.state_dict().items() if not key.startswith(self.skip)}
 
 
-def _load(model, state, skip, min_matched, verbose):
+def _load(model, state, skip, min_matched, verbose, source=None):
     state = {k: v for k, v in state.items() if not k.startswith(skip)}
-    return load_pretrained(_Without(model, skip), state, prefixes=(), drop=(), min_matched=min_matched,
-                           verbose=verbose)
+    try:
+        return load_pretrained(_Without(model, skip), state, prefixes=(), drop=(), min_matched=min_matched,
+                               verbose=verbose)
+    except WeightLoadError as e:  # the converted dict has no name: say which file it came from
+        if isinstance(source, (str, Path)):
+            raise WeightLoadError(f"{source} does not fit this {type(model).__name__} (another --arch?): {e}") from None
+        raise
 
 
 def build_resnet(arch="resnet50", num_classes=1000):
@@ -122,4 +127,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from shared.cli_warnings import short_warnings
+
+    short_warnings()  # one line per warning, no source line
     main()

@@ -6,6 +6,7 @@ import torch
 
 from lovt.models import BiModalModel
 from lovt.models.config import config_to_dict, model_config
+from shared.guards import check_finite_loss, inject_nan
 
 
 def cosine_factor(mode: str, steps_per_epoch: int, total_steps: int):
@@ -65,7 +66,12 @@ class BiModalModelRepresentationLearner(pl.LightningModule):
             for prefix in (f"model.{component}.", f"{component}."):
                 sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
                 if sub:
-                    module.load_state_dict(sub, strict=True)
+                    try:
+                        module.load_state_dict(sub, strict=True)
+                    except RuntimeError as e:  # another architecture or size: name the file and the part
+                        lines = [ln.strip() for ln in str(e).splitlines()[1:3]]
+                        raise RuntimeError(f"{path}: its {component} does not fit this model (another "
+                                           f"backbone, d_z or language model?): {' '.join(lines)}") from None
                     break
             else:
                 raise KeyError(f"{path}: no weights for component {component!r}")
@@ -88,9 +94,10 @@ class BiModalModelRepresentationLearner(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss, outputs = self._step(batch, "train")
-        if self.config.terminate_on_nan and not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step} "
-                                     "(pretrain_model.terminate_on_nan=true stops the run)")
+        loss = inject_nan(loss, self.global_step)  # tests only (SSL_MED_FAULT_NAN_STEP); inert otherwise
+        if self.config.terminate_on_nan:  # raised before backward: the weights stay those before this step
+            check_finite_loss(loss, self.global_step, f"optimizer step; epoch {self.current_epoch}, batch "
+                              f"{batch_idx}; pretrain_model.terminate_on_nan=true stops the run")
         # detached pre-projection global vectors for the online CheXpert probes (callbacks)
         return {"loss": loss, "yg_a": outputs["yg_a"].detach(), "yg_b": outputs["yg_b"].detach()}
 

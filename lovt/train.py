@@ -14,6 +14,8 @@ if __package__ in (None, ""):  # run as a script: make `lovt` and `shared` impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import logging
+import pickle
+import time
 import warnings
 
 import hydra
@@ -32,6 +34,7 @@ from lovt.online_eval import build_online_evaluators
 from lovt.plots import plot_attention_examples
 from lovt.probe import build_probe_callbacks
 from shared.checkpoint import rng_state, save_atomic, set_rng_state
+from shared.runlog import drop_rows_from
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent / "configs")
@@ -44,6 +47,63 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None):
         save_atomic(checkpoint, path)
 
+    def load_checkpoint(self, path, map_location=None, weights_only=None):
+        """Always weights_only=True: a checkpoint holding a pickled program is refused, never run."""
+        return read_checkpoint_safely(path, map_location)
+
+
+def read_checkpoint_safely(path, map_location=None):
+    """torch.load(weights_only=True) of a Lightning checkpoint; errors name the file and what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    try:
+        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise RuntimeError(f"{path}: refused, it holds more than tensors and plain values (a pickled object "
+                           f"that would run code when loaded): {str(e).splitlines()[0]}") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise RuntimeError(f"{path}: not a readable checkpoint (truncated or corrupt?): "
+                           f"{str(e).splitlines()[0]}") from None
+
+
+# pretrain_model settings that may change when a run is resumed (its length); every other one must match
+RESUME_MAY_CHANGE = {"max_epochs"}
+
+
+def check_resume_matches(checkpoint, module, path):
+    """Refuse to continue a checkpoint written with another pretrain_model configuration."""
+    saved = (checkpoint.get("hyper_parameters") or {}).get("config")
+    if not isinstance(saved, dict):
+        return  # not one of ours (e.g. the original's): Lightning's strict state-dict load decides
+    now = module.hparams["config"]
+    diffs = {k: (saved[k], now[k]) for k in sorted(set(saved) & set(now))  # settings added since: not compared
+             if k not in RESUME_MAY_CHANGE and saved[k] != now[k]}
+    if diffs:
+        shown = "; ".join(f"pretrain_model.{k}: {a!r} there, {b!r} now" for k, (a, b) in list(diffs.items())[:5])
+        raise SystemExit(f"resume refused: {path} was written by another configuration ({shown}). Resume with "
+                         "the same experiment and overrides, or start a new run in another hydra.run.dir.")
+
+
+def prepare_run_folder(run_dir, resume_step):
+    """Keep the run folder's earlier logs and checkpoints safe. Resuming: drop the metrics rows logged at or
+    after the checkpoint's step (they are logged again). A fresh run: refuse a folder holding checkpoints of
+    an earlier run, and move an earlier metrics.csv aside (metrics.<time>.csv) instead of mixing or deleting it."""
+    metrics = Path(run_dir) / "metrics.csv"
+    if resume_step is not None:
+        dropped = drop_rows_from(metrics, resume_step)
+        if dropped:
+            log.info("dropped %d metrics rows logged after the checkpoint (they are logged again)", dropped)
+        return
+    old = sorted((Path(run_dir) / "checkpoints").glob("*.ckpt"))
+    if old:
+        raise SystemExit(f"{run_dir} already holds checkpoints of an earlier run ({old[0].name}): continue it "
+                         "with resume=last, or choose another hydra.run.dir")
+    if metrics.is_file():
+        aside = metrics.with_name(f"metrics.{time.strftime('%Y%m%d-%H%M%S')}.csv")
+        metrics.rename(aside)
+        warnings.warn(f"{metrics} of an earlier run moved to {aside.name}", stacklevel=2)
+
 
 class RngStateCallback(Callback):
     """Puts the python/numpy/torch RNG states into every checkpoint so that a resumed run draws the same
@@ -55,6 +115,15 @@ class RngStateCallback(Callback):
     def load_state_dict(self, state_dict):
         if "rng" in state_dict:
             set_rng_state(state_dict["rng"])
+
+
+class FlushLogsCallback(Callback):
+    """Write the loggers' buffered rows whenever a checkpoint is saved, so a run killed later keeps every row
+    up to its last checkpoint (Lightning's CSV logger otherwise writes every 100 steps only)."""
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        for lg in trainer.loggers:
+            lg.save()
 
 
 class AttentionPlotCallback(Callback):
@@ -111,7 +180,7 @@ def run_training(cfg: DictConfig, run_dir, datasets=None) -> dict:
     data = PretrainDataModule(datasets or cfg.pretrain_dataset, pretrain_cfg, num_workers=num_workers,
                               dataset_path=cfg.dataset_path)
 
-    callbacks, checkpoint_cb = [RngStateCallback()], None
+    callbacks, checkpoint_cb = [RngStateCallback(), FlushLogsCallback()], None
     for key, node in (cfg.get("callback") or {}).items():
         if key == "model_checkpoint":
             checkpoint_cb = instantiate(node, dirpath=str(run_dir / node.dirpath))
@@ -122,6 +191,17 @@ def run_training(cfg: DictConfig, run_dir, datasets=None) -> dict:
     callbacks += build_probe_callbacks(cfg)  # the frozen-feature probe (probe_every > 0)
     if cfg.attention_plots:
         callbacks.append(AttentionPlotCallback(run_dir / "plots", cfg.attention_plots))
+    resume = cfg.resume
+    if resume == "last":
+        resume = str(run_dir / "checkpoints" / "last.ckpt")
+    resume_step = None
+    if resume:  # read (weights only) and checked before anything is written into the run folder
+        checkpoint = read_checkpoint_safely(resume)
+        check_resume_matches(checkpoint, module, resume)
+        resume_step = int(checkpoint.get("global_step", 0))
+        del checkpoint
+    if not cfg.debug:
+        prepare_run_folder(run_dir, resume_step)
     loggers = [instantiate(node, save_dir=str(run_dir)) for node in (cfg.get("logger") or {}).values()]
 
     kwargs = trainer_kwargs(cfg, has_global_loss=pretrain_cfg.g_alignment is not None)
@@ -131,10 +211,7 @@ def run_training(cfg: DictConfig, run_dir, datasets=None) -> dict:
         lg.log_hyperparams({"name": cfg.name, "pretrain_dataset": cfg.pretrain_dataset,
                             "trainable_params": sum(p.numel() for p in module.parameters() if p.requires_grad),
                             "total_params": sum(p.numel() for p in module.parameters())})
-    resume = cfg.resume
-    if resume == "last":
-        resume = str(run_dir / "checkpoints" / "last.ckpt")
-    trainer.fit(module, datamodule=data, ckpt_path=resume)
+    trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
 
     result = {"run_dir": str(run_dir), "trainer": trainer, "module": module}
     if checkpoint_cb is not None:
@@ -162,4 +239,7 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
+    from shared.cli_warnings import short_warnings
+
+    short_warnings()  # one line per warning, no source line
     main()

@@ -153,3 +153,26 @@ def save_image_grid(rows, png_path, titles=None, row_labels=None, cmap="gray", v
     fig.savefig(png_path, dpi=90)
     plt.close(fig)
     return Path(png_path)
+
+
+def drop_rows_from(csv_path, first_dropped_step):
+    """Remove the rows of a metrics CSV logged at `first_dropped_step` or later; returns how many.
+
+    A run resumed from a checkpoint repeats the steps after it, so the rows a killed run logged past its last
+    checkpoint would appear twice; this keeps the log as if the run had never stopped.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        return 0
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        columns, rows = list(reader.fieldnames or ["step"]), list(reader)
+    kept = [r for r in rows if r.get("step") in (None, "") or float(r["step"]) < first_dropped_step]
+    if len(kept) < len(rows):
+        tmp = csv_path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, columns)
+            writer.writeheader()
+            writer.writerows(kept)
+        os.replace(tmp, csv_path)
+    return len(rows) - len(kept)

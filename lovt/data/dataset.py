@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Subset
 
 from lovt.data import storage
@@ -57,7 +57,9 @@ class ImageTextDataset(Dataset):
         self.image_transform, self.text_transform = image_transform, text_transform
         self.val_image_transform, self.val_text_transform = val_image_transform, val_text_transform
         self.view_selection, self.draft_size = view_selection, draft_size
-        ImageFile.LOAD_TRUNCATED_IMAGES = True  # as the original: a truncated JPEG still loads
+        # A truncated JPEG is skipped like any unreadable file (the original set PIL's process-wide
+        # LOAD_TRUNCATED_IMAGES and trained on the grey remainder without a word).
+        self.unreadable = set()  # files skipped by this process
 
     def __len__(self) -> int:
         return self.num_items
@@ -74,7 +76,9 @@ class ImageTextDataset(Dataset):
             try:
                 return open_image(file, self.draft_size), view
             except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-                log.warning(f"{file}: unreadable image ({e}); trying another view / study")
+                self.unreadable.add(str(file))
+                log.warning(f"{file}: unreadable image ({e}); trying another view / study "
+                            f"({len(self.unreadable)} unreadable file(s) skipped so far in this process)")
         return None, -1
 
     def __getitem__(self, index: int) -> dict:
@@ -153,7 +157,7 @@ class ImageListDataset(Dataset):
         self.stats = storage.read_statistics(self.path).get(self.split, {})
         self.image_root = storage.image_root(self.path, image_root)
         self.image_transform, self.draft_size = image_transform, draft_size
-        ImageFile.LOAD_TRUNCATED_IMAGES = True
+        self.unreadable = set()  # files skipped by this process (truncated JPEGs included)
 
     def __len__(self) -> int:
         return self.num_items
@@ -167,7 +171,9 @@ class ImageListDataset(Dataset):
                 img = open_image(file, self.draft_size)
                 break
             except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-                log.warning(f"{file}: unreadable image ({e}); skipped")
+                self.unreadable.add(str(file))
+                log.warning(f"{file}: unreadable image ({e}); skipped "
+                            f"({len(self.unreadable)} unreadable file(s) skipped so far in this process)")
         else:
             raise RuntimeError(f"{self.image_root}: {_MAX_BAD_IN_A_ROW} unreadable images in a row")
         return {"scan": self.image_transform(img) if self.image_transform else img, "target": self.targets[i]}

@@ -41,7 +41,7 @@ if __package__ in (None, ""):  # run as a script: make `lovt` and `shared` impor
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from lovt.data import storage
@@ -231,7 +231,7 @@ _WORKER = {}
 
 def _init_worker(reports: ReportSource, images_dir: Path, config: BuilderConfig, splitter: str,
                  stanza_dir: str | None) -> None:
-    ImageFile.LOAD_TRUNCATED_IMAGES = True  # as the original: a truncated JPEG still loads
+    # no PIL LOAD_TRUNCATED_IMAGES (the original set it process-wide): a truncated JPEG is an unreadable view
     _WORKER.update(reports=reports, images_dir=images_dir, config=config,
                    splitter=make_sentence_splitter(splitter, stanza_dir))
 
@@ -586,4 +586,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    from shared.cli_warnings import short_warnings
+
+    short_warnings()  # one line per warning, no source line
     main()

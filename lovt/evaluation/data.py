@@ -105,9 +105,13 @@ def read_statistics(folder):
 
 
 def read_mask(path, size):
-    """A 0/1 mask from a GIF written as 0/255 or a 0/1 PNG; resized (nearest) to the image size."""
-    m = Image.open(path).convert("L")
+    """A 0/1 mask from a GIF written as 0/255 or a 0/1 PNG; resized (nearest) to the image size, as the
+    original, with a warning naming the file (a mask of another size is usually the wrong mask)."""
+    with Image.open(path) as f:
+        m = f.convert("L")
     if m.size != size:
+        warnings.warn(f"{path}: mask is {m.size[0]}x{m.size[1]} but its image is {size[0]}x{size[1]}; resized "
+                      "(nearest) to the image, as the original", stacklevel=2)
         m = m.resize(size, Image.NEAREST)
     return torch.from_numpy(np.array(m) > 0)
 
@@ -131,23 +135,34 @@ class DownstreamDataset(Dataset):
         stats = stats if stats is not None else read_statistics(self.folder)["train"]["scan"]
         self.mean, self.std = float(stats["pixel_mean"]), float(stats["pixel_std"])
         self.target_names = list(self.loader.masks) if self.loader.masks else []
+        self.skipped = set()  # ids of the samples skipped as unreadable (by this process)
 
     def __len__(self):
         return len(self.rows)
 
     def __getitem__(self, i):
-        for attempt in range(min(len(self), 20)):  # an unreadable file is skipped (warned), not fatal
+        if self.split != "train":  # a score counts every sample once: a validation/test sample is never replaced
+            try:
+                return self._load(self.rows[i])
+            except (OSError, ValueError) as e:
+                raise OSError(f"{self.folder}: {self.split} sample {self.rows[i][0]} is unreadable ({e}); "
+                              f"{self.split} samples are not replaced by others (the score would count one "
+                              "twice): fix the file or prepare the dataset again") from None
+        for attempt in range(min(len(self), 20)):  # an unreadable training file is skipped (warned), not fatal
             try:
                 return self._load(self.rows[(i + attempt) % len(self)])
-            except OSError as e:
-                warnings.warn(f"{self.folder}: skipping sample {self.rows[(i + attempt) % len(self)][0]}: {e}",
-                              stacklevel=2)
+            except (OSError, ValueError) as e:
+                sample_id = self.rows[(i + attempt) % len(self)][0]
+                self.skipped.add(sample_id)
+                warnings.warn(f"{self.folder}: skipping sample {sample_id} ({len(self.skipped)} skipped so far "
+                              f"in the {self.split} split): {e}", stacklevel=2)
         raise OSError(f"{self.folder}: 20 unreadable samples in a row")
 
     def _load(self, row):
         sample_id, boxes, _ = row
         path = self.folder / self.loader.image.format(id=sample_id)
-        img = Image.open(path).convert("L")
+        with Image.open(path) as f:
+            img = f.convert("L")
         w, h = img.size
         padding, size = pad_to_square(w, h), [self.input_size, self.input_size]
         scan = tv_tensors.Image(torch.from_numpy(np.array(img)).unsqueeze(0))

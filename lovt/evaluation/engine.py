@@ -8,6 +8,7 @@ backbone is the evaluated file unchanged) and results.json ({'best_epoch', 'val'
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from tqdm import tqdm
 
 from shared.checkpoint import save_atomic
 from shared.distributed import seed_everything
+from shared.guards import check_finite_loss, inject_nan
 from shared.runlog import RunLogger
 
 from .backbone import build_backbone
@@ -126,6 +128,10 @@ def run_downstream(task, backbone_weights, out_dir, *, learning_rate=None, seed=
     seed_everything(seed)
     where = where or {}
     splits = {s: build_split(task.dataset, s, input_size, **where) for s in ("train", "validation", "test")}
+    for name, ds in splits.items():  # an empty split has no best epoch or no score: say so before training
+        if len(ds) == 0:
+            raise ValueError(f"{ds.folder / (name + '.csv')}: the {name} split of {task.dataset} is empty "
+                             "(prepare the dataset again, or check its folder)")
     targets = splits["train"].target_names
     model = build_model(task, backbone_weights, input_size, len(targets)).to(device)
     evaluator = Evaluator(task, model, targets)
@@ -153,8 +159,8 @@ def run_downstream(task, backbone_weights, out_dir, *, learning_rate=None, seed=
                     g["lr"] = lr
             with torch.autocast(device.type, enabled=amp):
                 loss, parts = evaluator.loss(batch, frozen, device)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{task.name}: non-finite training loss at step {step}")
+            loss = inject_nan(loss, step)  # tests only (SSL_MED_FAULT_NAN_STEP); inert otherwise
+            check_finite_loss(loss, step, f"{task.name}, epoch {epoch}")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -183,7 +189,18 @@ def run_downstream(task, backbone_weights, out_dir, *, learning_rate=None, seed=
     test = evaluate(evaluator, loaders["test"], device, amp)
     log.log(step, **{f"test/{k}": v for k, v in test.items()})
     log.close()
+    skipped = sorted({f for ds in splits.values() for f in ds.skipped})
     results = {"task": task.name, "learning_rate": lr, "seed": seed, "best_epoch": best_epoch, "steps": step,
-               "val": best_val, "test": test, "wall_time_s": time.perf_counter() - t0}
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+               "val": best_val, "test": test, "wall_time_s": time.perf_counter() - t0, "skipped_samples": skipped}
+    if skipped:
+        print(f"{task.name}: skipped {len(skipped)} unreadable sample(s): {', '.join(skipped[:20])}")
+    write_json_atomic(out_dir / "results.json", results)  # its presence marks a finished run
     return results
+
+
+def write_json_atomic(path, obj):
+    """A killed run never leaves a half-written results.json (which the protocol would take as finished)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)

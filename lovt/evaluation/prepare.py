@@ -9,10 +9,13 @@
         or one flat images/ folder as NIH's tarballs; Data_Entry_2017_v2020.csv or Data_Entry_2017.csv)
 
 Each writes train.csv, validation.csv, test.csv, dataset_statistics.json and the processed images/masks
-into the dataset folder (or `--out`), as the original scripts. `--seed` fixes the random split;
+into the dataset folder (or `--out`), as the original scripts. `--seed` (default 12345, so that two
+preparations of the same data give the same split; the original drew a new split on every call) fixes the
+random split;
 `--splits_from <folder>` takes the split membership from the original repository's official csv files
 (datasets/<name>/{train,validation,test}.csv) instead, so the published splits are reproduced while the
-boxes come from the raw annotations. Unreadable images are skipped with a warning.
+boxes come from the raw annotations. Unreadable images are skipped with a warning; the command line
+prints how many and which at the end.
 """
 
 import sys
@@ -37,6 +40,8 @@ from tqdm import tqdm
 from lovt.evaluation.data import NIH_CLASSES
 
 STATS_FILE = "dataset_statistics.json"
+DEFAULT_SEED = 12345  # LoVT's seed; a fixed default so that preparing twice gives the same split
+SKIPPED = []  # (file, reason) of every image skipped by this process's preparations, in order
 
 
 def equalize_hist(img, nbins=256):
@@ -160,11 +165,12 @@ def write_json(path, stats):
 
 
 def _skip(path, err):
-    warnings.warn(f"skipping unreadable image {path}: {err}", stacklevel=2)
+    SKIPPED.append((str(path), str(err)))
+    warnings.warn(f"skipping unreadable image {path}: {err}", stacklevel=3)  # the caller of prepare_*
 
 
 # ---------------------------------------------------------------------------------------------- RSNA
-def prepare_rsna(path, out=None, val_percentage=0.2, test_percentage=0.2, seed=None, splits_from=None):
+def prepare_rsna(path, out=None, val_percentage=0.2, test_percentage=0.2, seed=DEFAULT_SEED, splits_from=None):
     """stage_2_train_images/<pid>.dcm + stage_2_train_labels.csv -> PNGs unchanged, box masks, 60/20/20."""
     path, out = Path(path), Path(out or path)
     labels = pd.read_csv(path / "stage_2_train_labels.csv")
@@ -205,7 +211,7 @@ def prepare_rsna(path, out=None, val_percentage=0.2, test_percentage=0.2, seed=N
 
 
 # ------------------------------------------------------------------------------------------- COVID
-def prepare_covid(path, out=None, val_percentage=0.2, test_percentage=0.2, seed=None, splits_from=None):
+def prepare_covid(path, out=None, val_percentage=0.2, test_percentage=0.2, seed=DEFAULT_SEED, splits_from=None):
     """jpgs/COVID-19-AR-*.jpg + pngs_masks/<same>.png -> equalized JPEGs; patient-level split."""
     path, out = Path(path), Path(out or path)
     (out / "processed_images").mkdir(parents=True, exist_ok=True)
@@ -269,7 +275,7 @@ def rle_to_mask(rle, height, width):
     return flat.reshape(width, height).T
 
 
-def prepare_siim(path, out=None, val_percentage=0.2, test_percentage=0.2, seed=None, splits_from=None):
+def prepare_siim(path, out=None, val_percentage=0.2, test_percentage=0.2, seed=DEFAULT_SEED, splits_from=None):
     """dicom-images-train/*/*/<ImageId>.dcm + train-rle.csv -> equalized PNGs, OR-ed RLE masks, 60/20/20."""
     path, out = Path(path), Path(out or path)
     rles = pd.read_csv(path / "train-rle.csv")
@@ -355,7 +361,7 @@ def object_mask(objects, shape, original_bugs=False):
     return mask
 
 
-def prepare_object_cxr(path, out=None, val_percentage=0.2, seed=None, splits_from=None, original_bugs=False):
+def prepare_object_cxr(path, out=None, val_percentage=0.2, seed=DEFAULT_SEED, splits_from=None, original_bugs=False):
     """input/{train,dev}.csv + input/{train,dev}/*.jpg -> equalized JPEGs, box csvs, masks;
     train split of the challenge -> train/validation, dev -> test."""
     from sklearn.model_selection import train_test_split
@@ -427,7 +433,7 @@ def nih_data_entry(path):
                             "'No Finding' images; or pass include_no_findings=0)")
 
 
-def prepare_nih(path, out=None, val_percentage=0.2, test_percentage=0.2, include_no_findings=100, seed=None,
+def prepare_nih(path, out=None, val_percentage=0.2, test_percentage=0.2, include_no_findings=100, seed=DEFAULT_SEED,
                 splits_from=None):
     """BBox_List_2017.csv images (+ `include_no_findings` 'No Finding' test-list images) -> equalized PNGs,
     per-class box masks; patient-level split done separately for annotated and no-finding images."""
@@ -509,7 +515,8 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="write the prepared files here instead of into `path`")
     p.add_argument("--val_percentage", type=float, default=0.2)
     p.add_argument("--test_percentage", type=float, default=0.2, help="(not object)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                   help=f"random split (default {DEFAULT_SEED}: the same split on every call)")
     p.add_argument("--splits_from", default=None, help="folder with the official train/validation/test.csv")
     p.add_argument("--include_no_findings", type=int, default=100, help="(nih)")
     p.add_argument("--original_bugs", action="store_true",
@@ -524,10 +531,17 @@ def main(argv=None):
         kwargs["include_no_findings"] = a.include_no_findings
     if a.dataset == "object":
         kwargs["original_bugs"] = a.original_bugs
+    SKIPPED.clear()
     folder = PREPARE[a.dataset](a.path, **kwargs)
     stats = json.loads((folder / STATS_FILE).read_text())
     print(f"prepared {folder}: " + ", ".join(f"{s} {v['num_samples']}" for s, v in stats.items()))
+    if SKIPPED:
+        print(f"skipped {len(SKIPPED)} unreadable image(s): " + ", ".join(f for f, _ in SKIPPED[:20])
+              + (f" and {len(SKIPPED) - 20} more" if len(SKIPPED) > 20 else ""))
 
 
 if __name__ == "__main__":
+    from shared.cli_warnings import short_warnings
+
+    short_warnings()  # one line per warning, no source line
     main()

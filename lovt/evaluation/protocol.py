@@ -33,16 +33,48 @@ def aggregate(values):
             "num_runs": len(values), "95_interval": Z95 * std / math.sqrt(len(values))}
 
 
+def _weights_name(weights):
+    return "random" if weights in (None, "random") else str(Path(weights).resolve())
+
+
+def run_identity(task, weights, kwargs):
+    """What makes two runs the same run: task, evaluated weights, lr, seed, input size and length."""
+    def given(key, default):
+        return default if kwargs.get(key) is None else kwargs[key]
+
+    return {"task": task.name, "backbone_weights": _weights_name(weights),
+            "learning_rate": given("learning_rate", task.learning_rate), "seed": given("seed", 12345),
+            "input_size": given("input_size", 224), "max_epochs": given("max_epochs", None) or task.max_epochs,
+            "max_steps": kwargs.get("max_steps")}
+
+
+def _saved_identity(config):
+    saved = {k: config.get(k) for k in ("task", "learning_rate", "seed", "input_size", "max_epochs", "max_steps")}
+    return {**saved, "backbone_weights": _weights_name(config.get("backbone_weights"))}
+
+
 def _run(job):
     from .engine import run_downstream  # imported in the worker (spawned processes on several GPUs)
 
     task, weights, folder, kwargs = job
-    done = Path(folder) / "results.json"
-    if done.is_file():  # finished before: reused if it is the same run (task lr and seed)
+    folder = Path(folder)
+    config_file, done = folder / "config.json", folder / "results.json"
+    if config_file.is_file():
+        want, have = run_identity(task, weights, kwargs), _saved_identity(json.loads(config_file.read_text()))
+        diffs = {k: (have[k], want[k]) for k in want if have[k] != want[k]}
+        if diffs:  # never reuse nor delete another configuration's run
+            shown = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diffs.items())
+            raise FileExistsError(f"{folder} holds a run of another configuration ({shown}): choose another "
+                                  "--work_dir (or model name), or remove that folder")
+        try:  # finished before: reused
+            return json.loads(done.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+    elif done.is_file():  # a results.json without config.json: reused if its lr and seed are the ones asked
         res = json.loads(done.read_text())
         if res.get("learning_rate") == kwargs.get("learning_rate") and res.get("seed") == kwargs.get("seed"):
             return res
-    if Path(folder).exists():  # an interrupted or different run starts over in a clean folder
+    if folder.exists():  # the same run, interrupted: it starts over in a clean folder
         shutil.rmtree(folder)
     return run_downstream(task, weights, folder, **kwargs)
 
