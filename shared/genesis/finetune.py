@@ -34,6 +34,8 @@ from tqdm import tqdm
 
 from shared.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 from shared.distributed import barrier, cleanup, init_distributed, seed_everything
+from shared.genesis.amp import amp_guard, use_amp
+from shared.guards import check_finite_loss, inject_nan
 from shared.losses import dice_coef_loss, dice_score
 from shared.runlog import RunLogger
 from shared.unet3d import UNet3D
@@ -256,8 +258,13 @@ def evaluate(model, loader, task, n_class, device, amp=False):
 def run(args, task, info=None):
     """Fine-tune and test; returns {'val_loss', 'test_loss', 'test_metric', 'metric'}."""
     info = info or init_distributed(device=args.device)
+    amp = use_amp(args.amp, info.device)
+    with amp_guard(info.device, amp):  # CPU bf16: oneDNN off (see shared/genesis/amp.py)
+        return _run(args, task, info, amp)
+
+
+def _run(args, task, info, amp):
     device = info.device
-    amp = args.amp == "on" or (args.amp == "auto" and device.type == "cuda")
     seed_everything(args.seed)  # the same on every rank: one split, one initialisation
     size = (args.input_rows, args.input_cols, args.input_deps)
     if args.luna16:
@@ -314,7 +321,8 @@ def run(args, task, info=None):
             x, y = x.to(device), y.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 out = net(x)
-            loss = _loss(task, out, y, n_class)
+            loss = inject_nan(_loss(task, out, y, n_class), step + 1)
+            check_finite_loss(loss, step + 1, f"epoch {epoch + 1}")  # stop before NaN reaches the weights
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -21,8 +21,10 @@ from tqdm import tqdm
 
 from shared.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 from shared.distributed import barrier, cleanup, init_distributed, seed_everything
+from shared.genesis.amp import amp_guard, use_amp
 from shared.genesis.data import EpochBatches, RestorationBatches, batch_rng, load_patterns
 from shared.genesis.restoration import TRANSFORMS, central_slices, restoration_pair
+from shared.guards import check_finite_loss, inject_nan
 from shared.runlog import RunLogger, save_image_grid
 from shared.unet3d import ClassificationNet3D, YNet3D
 from shared.weights import load_pretrained
@@ -121,7 +123,7 @@ class Trainer:
         self.run_dir = Path(args.output_dir) / args.exp
         self.ckpt_path = self.run_dir / f"{args.exp_name}.pt"
         self.on_device = args.transform_on == "device" or (args.transform_on == "auto" and self.device.type == "cuda")
-        self.amp = args.amp == "on" or (args.amp == "auto" and self.device.type == "cuda")
+        self.amp = use_amp(args.amp, self.device)
 
         if args.data_dir is None:
             raise ValueError("--data_dir is required (the pattern generator's output folder)")
@@ -217,6 +219,8 @@ class Trainer:
         for batch in bar:
             inputs, targets, labels, _ = self._prepare(batch, "train")
             _, (loss, mse, ce) = self._forward(inputs, targets, labels)
+            loss = inject_nan(loss, self.step + 1)
+            check_finite_loss(loss, self.step + 1, f"epoch {epoch + 1}")  # stop before NaN reaches the weights
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -311,7 +315,8 @@ def main(args):
     """Run one pre-training from parsed arguments; returns the summary dict."""
     info = init_distributed(device=args.device)
     try:
-        return Trainer(args, info).fit()
+        with amp_guard(info.device, use_amp(args.amp, info.device)):  # CPU bf16: oneDNN off
+            return Trainer(args, info).fit()
     finally:
         cleanup()
 
