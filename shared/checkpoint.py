@@ -56,9 +56,15 @@ def refusal_message(path, err):
             "If you trust this file, pass trusted=True (or --trusted on the command line).")
 
 
+def is_refusal(err):
+    """Whether torch.load(weights_only=True) refused the file (as opposed to failing to read it)."""
+    text = str(err)  # a garbage file fails with "Unsupported operand": that is corruption, not a refusal
+    return isinstance(err, pickle.UnpicklingError) and ("Unsupported global" in text or "allowed global" in text)
+
+
 def read_error(path, err):
     """CheckpointError for a file torch.load could not read (truncated, corrupt, not a checkpoint)."""
-    if isinstance(err, pickle.UnpicklingError):
+    if is_refusal(err):
         return CheckpointRefused(refusal_message(path, err))
     size = path.stat().st_size if path.is_file() else 0
     reason = ANSI.sub("", str(err)).split(".")[0].strip() or type(err).__name__
@@ -74,7 +80,8 @@ def load_checkpoint(path, trusted=False, map_location="cpu"):
     try:
         return torch.load(path, map_location=map_location, weights_only=not trusted)
     except Exception as err:  # UnpicklingError, RuntimeError (zip), EOFError, KeyError, ...
-        raise read_error(path, err) from err
+        # a refusal drops torch's text (colour codes, advice to pass weights_only=False): ours says what to do
+        raise read_error(path, err) from (None if is_refusal(err) else err)
 
 
 def load_state(module, state, path, what="weights"):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from shared.checkpoint import read_error
+from shared.checkpoint import is_refusal, read_error
 
 DEFAULT_PREFIXES = ("module.", "model.", "backbone.", "encoder.", "student.", "teacher.", "net.",
                     "classficationNet.", "classificationNet.", "encoder_q.", "base_encoder.")
@@ -78,7 +78,8 @@ def read_checkpoint(path, trusted=False, map_location="cpu"):
     try:
         return torch.load(path, map_location=map_location, weights_only=not trusted)
     except Exception as err:  # UnpicklingError (refused), RuntimeError/EOFError/... (truncated or corrupt)
-        raise WeightLoadError(str(read_error(path, err))) from err
+        # a refusal drops torch's text (colour codes, advice to pass weights_only=False): ours says what to do
+        raise WeightLoadError(str(read_error(path, err))) from (None if is_refusal(err) else err)
 
 
 def _is_state_dict(obj):

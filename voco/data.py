@@ -252,7 +252,7 @@ def describe_failure(item, err):
     cause = _root_cause(err)
     msg = str(cause)
     paths = [str(p) for p in item.values() if isinstance(p, (str, Path))]
-    named = [p for p in paths if p in msg]
+    named = sorted((p for p in paths if p in msg), key=msg.index)  # the file the message starts with
     if named:
         return msg if msg.startswith(named[0]) else f"{named[0]}: {msg}"
     from monai.transforms import LoadImage
