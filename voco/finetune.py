@@ -194,7 +194,7 @@ def validate(args, model, loader, device, amp, amp_dtype, logdir=None, picture=N
     metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
     n_cls = args.out_channels
     per_case, names, skipped = [], [], []
-    for i, batch in enumerate(tqdm(loader, desc="validate", leave=False, dynamic_ncols=True)):
+    for batch in tqdm(loader, desc="validate", leave=False, dynamic_ncols=True):
         if "skipped" in batch:  # unreadable: reported, never replaced by another case
             skipped.append(batch["error"][0])
             continue
@@ -206,7 +206,7 @@ def validate(args, model, loader, device, amp, amp_dtype, logdir=None, picture=N
         pred = logits.argmax(1, keepdim=True)
         onehot = lambda x: torch.nn.functional.one_hot(x[:, 0].long(), n_cls).permute(0, 4, 1, 2, 3)  # noqa: E731
         per_case.append(metric(onehot(pred).float(), onehot(label).float()).cpu()[0])
-        if picture is not None and i == 0:
+        if picture is not None and len(per_case) == 1:  # the first case read
             prediction_figure(image[0, 0].cpu(), label[0, 0].cpu(), pred[0, 0].cpu(), picture)
     if skipped:
         print(f"validation: skipped {len(skipped)} of {len(skipped) + len(per_case)} case(s):\n  "
@@ -391,4 +391,7 @@ def finetune_identity(args):
 
 
 if __name__ == "__main__":
+    from shared.cliwarnings import plain_warnings
+
+    plain_warnings()  # one-line warnings, no source lines
     main()

@@ -72,9 +72,9 @@ def pretrain_argv(btcv, logdir, steps, *extra, json_list=None):
 
 @pytest.fixture(scope="module")
 def full_run(btcv, tmp_path_factory):
-    """An uninterrupted 3-step pre-training (a checkpoint after every step)."""
+    """An uninterrupted 2-step pre-training (a checkpoint after every step)."""
     logdir = tmp_path_factory.mktemp("voco_full")
-    train.main(pretrain_argv(btcv, logdir, 3))
+    train.main(pretrain_argv(btcv, logdir, 2))
     return logdir
 
 
@@ -82,7 +82,7 @@ def full_run(btcv, tmp_path_factory):
 def killed_in_save(btcv, tmp_path_factory):
     """The same run as a CLI, SIGKILLed while writing its second checkpoint (step 2 logged, not saved)."""
     logdir = tmp_path_factory.mktemp("voco_killed")
-    result = cli("voco/train.py", pretrain_argv(btcv, logdir, 3), {"SSL_MED_FAULT_KILL_IN_SAVE": "2"})
+    result = cli("voco/train.py", pretrain_argv(btcv, logdir, 2), {"SSL_MED_FAULT_KILL_IN_SAVE": "2"})
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
     return logdir
 
@@ -127,11 +127,11 @@ def test_kill_resume_between_checkpoints_gives_the_uninterrupted_weights(btcv, f
     logdir = tmp_path / "run"
     shutil.copytree(killed_in_save, logdir)
     assert steps_logged(logdir / "metrics.csv") == [1, 2]  # step 2 was logged after the step-1 checkpoint
-    train.main(pretrain_argv(btcv, logdir, 3, "--resume", str(logdir / "model_current_epoch.pt")))
+    train.main(pretrain_argv(btcv, logdir, 2, "--resume", str(logdir / "model_current_epoch.pt")))
     a = torch.load(full_run / "final_model.pth", weights_only=True)
     b = torch.load(logdir / "final_model.pth", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert steps_logged(logdir / "metrics.csv") == [1, 2, 3]  # step 2 once
+    assert steps_logged(logdir / "metrics.csv") == [1, 2]  # step 2 once
 
 
 def test_kill_during_save_keeps_the_previous_checkpoint(killed_in_save):
@@ -263,12 +263,12 @@ def test_wrong_ndim_roi_too_small_for_swinunetr_is_explained(btcv, tmp_path, cap
 
 def test_run_folder_clash_another_configuration_is_refused(btcv, full_run):
     before = {f: (full_run / f).read_bytes() for f in ("metrics.csv", "config.json", "run.json")}
-    argv = pretrain_argv(btcv, full_run, 3, "--resume", str(full_run / "model_current_epoch.pt"))
+    argv = pretrain_argv(btcv, full_run, 2, "--resume", str(full_run / "model_current_epoch.pt"))
     argv[argv.index("--hidden_dim") + 1] = "64"
     with pytest.raises(RunFolderClash, match="hidden_dim: 32 there, 64 now"):
         train.main(argv)
     with pytest.raises(RunFolderClash, match="this run folder holds a run of 'voco'.*lr: 0.001 there, 0.01 now"):
-        train.main(pretrain_argv(btcv, full_run, 3, "--lr", "1e-2"))
+        train.main(pretrain_argv(btcv, full_run, 2, "--lr", "1e-2"))
     assert {f: (full_run / f).read_bytes() for f in before} == before
 
 
@@ -283,7 +283,7 @@ def test_nonfinite_loss_stops_naming_the_step(btcv, tmp_path, monkeypatch):
 
 def test_wrong_checkpoint_to_resume_pretrained_and_checkpoint_is_named(btcv, full_run, tmp_path):
     ckpt = full_run / "model_current_epoch.pt"
-    argv = pretrain_argv(btcv, tmp_path / "wide", 3, "--resume", str(ckpt))
+    argv = pretrain_argv(btcv, tmp_path / "wide", 2, "--resume", str(ckpt))
     argv[argv.index("--feature_size") + 1] = "24"
     with pytest.raises(RunFolderClash, match=f"{ckpt}: .*feature_size: 12 there, 24 now"):
         train.main(argv)
