@@ -7,6 +7,7 @@ appending to it. Checkpoints carry the same record (`"run"`), checked by `check_
 """
 
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -52,7 +53,9 @@ def claim_run_folder(run_dir, identity, resume=False, enabled=True, flag="--outp
         warnings.warn(f"{run_dir}: starting afresh (no --resume); the earlier metrics.csv is now metrics.{n}.csv",
                       stacklevel=3)
     run_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(identity, indent=2) + "\n")
+    tmp = path.with_name(f".{RUN_FILE}.tmp")  # atomic: other ranks may be reading it
+    tmp.write_text(json.dumps(identity, indent=2) + "\n")
+    os.replace(tmp, path)
     return identity
 
 
