@@ -50,7 +50,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 def refusal_message(path, err):
     """Why `torch.load(weights_only=True)` refused `path`, in one line, with the opt-in to use instead."""
     text = ANSI.sub("", str(err))
-    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
     what = f"it holds a pickled {found.group(1)}" if found else "it holds pickled Python objects"
     return (f"{path}: refused to unpickle it with weights_only=True ({what}, and unpickling can run code). "
             "If you trust this file, pass trusted=True (or --trusted on the command line).")
@@ -58,8 +58,9 @@ def refusal_message(path, err):
 
 def is_refusal(err):
     """Whether torch.load(weights_only=True) refused the file (as opposed to failing to read it)."""
-    text = str(err)  # a garbage file fails with "Unsupported operand": that is corruption, not a refusal
-    return isinstance(err, pickle.UnpicklingError) and ("Unsupported global" in text or "allowed global" in text)
+    # torch names the refused class ("Unsupported global: GLOBAL numpy...", "unsupported GLOBAL posix.system");
+    # a garbage file fails with "Unsupported operand": that is corruption, not a refusal
+    return isinstance(err, pickle.UnpicklingError) and "GLOBAL " in str(err)
 
 
 def read_error(path, err):
@@ -68,8 +69,10 @@ def read_error(path, err):
         return CheckpointRefused(refusal_message(path, err))
     size = path.stat().st_size if path.is_file() else 0
     reason = ANSI.sub("", str(err)).split(".")[0].strip() or type(err).__name__
+    hint = (" If it is an old checkpoint with pickled Python objects and you trust it, pass trusted=True "
+            "(or --trusted)." if isinstance(err, pickle.UnpicklingError) else "")
     return CheckpointError(f"{path}: not a readable checkpoint ({size} bytes; truncated or corrupt? "
-                           f"{type(err).__name__}: {reason})")
+                           f"{type(err).__name__}: {reason}).{hint}")
 
 
 def load_checkpoint(path, trusted=False, map_location="cpu"):
