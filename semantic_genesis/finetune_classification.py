@@ -23,4 +23,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from shared.cliwarnings import plain_warnings
+
+    plain_warnings()  # one-line warnings, no source lines
     main()

@@ -6,7 +6,10 @@ Python values so that `torch.load(weights_only=True)` reads it back.
 """
 
 import os
+import pickle
 import random
+import re
+import signal
 import tempfile
 from pathlib import Path
 
@@ -22,6 +25,7 @@ def save_atomic(obj, path):
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
+            _fault_kill_in_save(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -32,12 +36,94 @@ def save_atomic(obj, path):
     return path
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read, is refused, or does not fit; the message names the file."""
+
+
+class CheckpointRefused(CheckpointError, pickle.UnpicklingError):
+    """weights_only=True refused to unpickle the file (it holds Python objects beyond tensors and numbers)."""
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def refusal_message(path, err):
+    """Why `torch.load(weights_only=True)` refused `path`, in one line, with the opt-in to use instead."""
+    text = ANSI.sub("", str(err))
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    what = f"it holds a pickled {found.group(1)}" if found else "it holds pickled Python objects"
+    return (f"{path}: refused to unpickle it with weights_only=True ({what}, and unpickling can run code). "
+            "If you trust this file, pass trusted=True (or --trusted on the command line).")
+
+
+def is_refusal(err):
+    """Whether torch.load(weights_only=True) refused the file (as opposed to failing to read it)."""
+    # torch names the refused class ("Unsupported global: GLOBAL numpy...", "unsupported GLOBAL posix.system");
+    # a garbage file fails with "Unsupported operand": that is corruption, not a refusal
+    return isinstance(err, pickle.UnpicklingError) and "GLOBAL " in str(err)
+
+
+def read_error(path, err):
+    """CheckpointError for a file torch.load could not read (truncated, corrupt, not a checkpoint)."""
+    if is_refusal(err):
+        return CheckpointRefused(refusal_message(path, err))
+    size = path.stat().st_size if path.is_file() else 0
+    reason = ANSI.sub("", str(err)).split(".")[0].strip() or type(err).__name__
+    hint = (" If it is an old checkpoint with pickled Python objects and you trust it, pass trusted=True "
+            "(or --trusted)." if isinstance(err, pickle.UnpicklingError) else "")
+    return CheckpointError(f"{path}: not a readable checkpoint ({size} bytes; truncated or corrupt? "
+                           f"{type(err).__name__}: {reason}).{hint}")
+
+
 def load_checkpoint(path, trusted=False, map_location="cpu"):
-    """torch.load with weights_only=True unless `trusted`; a clear error when the file is missing."""
+    """torch.load with weights_only=True unless `trusted`; every failure is a clear error naming the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location=map_location, weights_only=not trusted)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=not trusted)
+    except Exception as err:  # UnpicklingError, RuntimeError (zip), EOFError, KeyError, ...
+        # a refusal drops torch's text (colour codes, advice to pass weights_only=False): ours says what to do
+        raise read_error(path, err) from (None if is_refusal(err) else err)
+
+
+def load_state(module, state, path, what="weights"):
+    """module.load_state_dict(state) (strict), or a CheckpointError naming `path` and the first mismatches."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError) as err:
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()][:4]
+        raise CheckpointError(f"{path}: its {what} do not fit this model/configuration (another architecture, "
+                              f"width or class count?): {' '.join(lines)[:600]}") from err
+
+
+# Test-only hook (fault-injection suite): SSL_MED_FAULT_KILL_STEP=<step> SIGKILLs the process when a
+# training loop calls fault_kill_at_step(step) with that step (kill -9 between two checkpoints). Inert when unset.
+FAULT_KILL_STEP_ENV = "SSL_MED_FAULT_KILL_STEP"
+
+
+def fault_kill_at_step(step):
+    planted = os.environ.get(FAULT_KILL_STEP_ENV)
+    if planted is not None and int(planted) == int(step):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# Test-only hook (fault-injection suite): SSL_MED_FAULT_KILL_IN_SAVE=<n> SIGKILLs the process in the middle
+# of writing its n-th checkpoint (half the bytes on disk, the target not yet replaced). Inert when unset.
+FAULT_KILL_IN_SAVE_ENV = "SSL_MED_FAULT_KILL_IN_SAVE"
+_saves = [0]
+
+
+def _fault_kill_in_save(f):
+    planted = os.environ.get(FAULT_KILL_IN_SAVE_ENV)
+    if planted is None:
+        return
+    _saves[0] += 1
+    if _saves[0] == int(planted):
+        f.flush()
+        f.truncate(max(1, f.tell() // 2))
+        f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def rng_state():

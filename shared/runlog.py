@@ -66,6 +66,18 @@ class RunLogger:
         if self._wandb is not None:
             self._wandb.log(values, step=int(step))
 
+    def truncate(self, step):
+        """Drop the rows logged after `step` (a resume from a checkpoint taken at `step`), so no step
+        appears twice; returns how many rows were dropped."""
+        if not self.enabled:
+            return 0
+        kept = [r for r in self._rows if float(r.get("step") or 0) <= step]
+        dropped = len(self._rows) - len(kept)
+        if dropped:
+            self._rows = kept
+            self._write_all()
+        return dropped
+
     def _write_all(self):
         tmp = self.csv_path.with_suffix(".csv.tmp")
         with open(tmp, "w", newline="") as f:

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from shared.checkpoint import is_refusal, read_error
+
 DEFAULT_PREFIXES = ("module.", "model.", "backbone.", "encoder.", "student.", "teacher.", "net.",
                     "classficationNet.", "classificationNet.", "encoder_q.", "base_encoder.")
 DEFAULT_RENAMES = (("swin_vit", "swinViT"),)
@@ -73,15 +75,11 @@ def read_checkpoint(path, trusted=False, map_location="cpu"):
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         return load_file(str(path), device=str(map_location))
-    if trusted:
-        return torch.load(path, map_location=map_location, weights_only=False)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # UnpicklingError, or a RuntimeError wrapping it
-        raise WeightLoadError(
-            f"{path}: refused to unpickle it with weights_only=True ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}). If you trust this file, pass trusted=True "
-            f"(or --trusted on the command line).") from err
+        return torch.load(path, map_location=map_location, weights_only=not trusted)
+    except Exception as err:  # UnpicklingError (refused), RuntimeError/EOFError/... (truncated or corrupt)
+        # a refusal drops torch's text (colour codes, advice to pass weights_only=False): ours says what to do
+        raise WeightLoadError(str(read_error(path, err))) from (None if is_refusal(err) else err)
 
 
 def _is_state_dict(obj):

@@ -11,4 +11,7 @@ from shared.genesis.self_discovery.cli import pattern_generator_main
 DEFAULT_SAVE = "./TransVW_data"  # the original's --save default
 
 if __name__ == "__main__":
+    from shared.cliwarnings import plain_warnings
+
+    plain_warnings()  # one-line warnings, no source lines
     pattern_generator_main(default_save=DEFAULT_SAVE)

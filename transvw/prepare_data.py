@@ -9,4 +9,7 @@ if __package__ in (None, ""):  # run as a script: make `transvw` and `shared` im
 from shared.genesis.self_discovery.cli import prepare_main
 
 if __name__ == "__main__":
+    from shared.cliwarnings import plain_warnings
+
+    plain_warnings()  # one-line warnings, no source lines
     prepare_main()

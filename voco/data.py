@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.transforms import (
+    CastToTyped,
     Compose,
     CropForegroundd,
     EnsureChannelFirstd,
@@ -99,6 +100,36 @@ class CheckVolumed(MapTransform):
             if min(shape) < self.min_size:
                 raise ValueError(f"{_source(d, key)}: {self.what} is {shape} voxels, smaller than "
                                  f"{self.min_size} along an axis (empty foreground?)")
+            values = torch.as_tensor(d[key])
+            if values.is_floating_point() and not torch.isfinite(values).all():
+                bad = int((~torch.isfinite(values)).sum())
+                raise ValueError(f"{_source(d, key)}: {bad} NaN or infinite voxels in the {self.what} "
+                                 "(refused rather than cast to 0)")
+        return d
+
+
+class CheckPaird(MapTransform):
+    """Raise a clear error, naming the label file, unless the label map has the image's voxel grid
+    (shape and affine): a wrong-size or transposed label would otherwise be cropped or padded to the
+    image's foreground box and trained on without a word."""
+
+    def __init__(self, image_key="image", label_key="label"):
+        super().__init__([image_key, label_key])
+        self.image_key, self.label_key = image_key, label_key
+
+    def __call__(self, data):
+        d = dict(data)
+        image, label = d[self.image_key], d[self.label_key]
+        a, b = tuple(image.shape[1:]), tuple(label.shape[1:])
+        if a != b:
+            hint = " (transposed?)" if sorted(a) == sorted(b) else ""
+            raise ValueError(f"{_source(d, self.label_key)}: label map of shape {b}{hint} does not match its "
+                             f"image {_source(d, self.image_key)} of shape {a}")
+        affines = [getattr(x, "affine", None) for x in (image, label)]
+        if all(x is not None for x in affines) and not torch.allclose(
+                torch.as_tensor(affines[0]).double(), torch.as_tensor(affines[1]).double(), atol=1e-3):
+            raise ValueError(f"{_source(d, self.label_key)}: label map's voxel-to-world affine differs from its "
+                             f"image {_source(d, self.image_key)}'s (transposed or resampled label?)")
         return d
 
 
@@ -111,9 +142,10 @@ def pretrain_transforms(a_min=-175.0, a_max=250.0, b_min=0.0, b_max=1.0, size=(3
     """Load int16 HU, RAS, window to [0, 1], crop to the box of voxels > 0.3, resize to `size`
     (no spacing: the whole foreground box is stretched, as in the original)."""
     return Compose([
-        LoadImaged(keys="image", image_only=True, dtype=np.int16),
+        LoadImaged(keys="image", image_only=True, dtype=None),  # as stored: NaN is refused, not cast to 0
         EnsureChannelFirstd(keys="image"),
         CheckVolumed(keys="image"),
+        CastToTyped(keys="image", dtype=np.int16),
         Orientationd(keys="image", axcodes="RAS"),
         ScaleIntensityRanged(keys="image", a_min=a_min, a_max=a_max, b_min=b_min, b_max=b_max, clip=True),
         CropForegroundd(keys="image", source_key="image",
@@ -214,16 +246,52 @@ def _root_cause(err):
     return err
 
 
+def describe_failure(item, err):
+    """'<file>: <what is wrong>' for a list entry whose pre-processing failed, naming the file at fault
+    (the label's when the label is unreadable or does not fit, not its image's)."""
+    cause = _root_cause(err)
+    msg = str(cause)
+    paths = [str(p) for p in item.values() if isinstance(p, (str, Path))]
+    named = sorted((p for p in paths if p in msg), key=msg.index)  # the file the message starts with
+    if named:
+        return msg if msg.startswith(named[0]) else f"{named[0]}: {msg}"
+    from monai.transforms import LoadImage
+
+    for path in paths:  # the message names no file: find the one that does not read
+        try:
+            LoadImage(image_only=True)(path)
+        except Exception as read_err:  # noqa: BLE001 - any reader error means this is the file
+            return f"{path}: {type(_root_cause(read_err)).__name__}: {_root_cause(read_err)}"
+    return f"{paths[0] if paths else '<unknown file>'}: {type(cause).__name__}: {msg}"
+
+
+def record_skip(skip_log, message):
+    """Append one skipped file to `skip_log` (a text file, shared by loader workers and ranks)."""
+    if skip_log is not None:
+        Path(skip_log).parent.mkdir(parents=True, exist_ok=True)
+        with open(skip_log, "a") as f:
+            f.write(message.replace("\n", " ") + "\n")
+
+
+def count_skipped(skip_log):
+    """(number of distinct files, their names) listed in `skip_log`."""
+    if skip_log is None or not Path(skip_log).is_file():
+        return 0, []
+    names = sorted({line.split(": ", 1)[0] for line in Path(skip_log).read_text().splitlines() if line})
+    return len(names), names
+
+
 class VoCoDataset(torch.utils.data.Dataset):
     """Pre-processed volumes (possibly cached) + the random VoCo crops.
 
     The crops of sample i in pass `epoch` come from a generator seeded with (seed, epoch, i), so a
     resumed run sees exactly the crops an uninterrupted one would, whatever the worker count.
-    An unreadable volume is skipped with a warning (the next one is used) unless skip_bad=False."""
+    An unreadable volume is skipped with a warning (the next one is used) unless skip_bad=False; each
+    skip is appended to `skip_log` so the run can say how many files it skipped."""
 
-    def __init__(self, items, base, crops, seed=0, skip_bad=True):
+    def __init__(self, items, base, crops, seed=0, skip_bad=True, skip_log=None):
         self.items, self.base, self.crops = items, base, crops
-        self.seed, self.epoch, self.skip_bad = seed, 0, skip_bad
+        self.seed, self.epoch, self.skip_bad, self.skip_log = seed, 0, skip_bad, skip_log
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -236,10 +304,7 @@ class VoCoDataset(torch.utils.data.Dataset):
         try:
             return self.base[i]["image"]
         except Exception as err:  # MONAI wraps the cause in "applying transform ..."
-            cause = _root_cause(err)
-            msg = str(cause)
-            name = self.items[i]["image"]
-            raise ValueError(msg if name in msg else f"{name}: {type(cause).__name__}: {msg}") from err
+            raise ValueError(describe_failure(self.items[i], err)) from err
 
     def load_readable(self, i):
         """(j, volume) of the first readable item from i on, skipping bad ones with a warning (skip_bad)."""
@@ -251,7 +316,8 @@ class VoCoDataset(torch.utils.data.Dataset):
                 if not self.skip_bad:
                     raise
                 warnings.warn(f"skipping unreadable volume: {err}", stacklevel=2)
-        raise RuntimeError("no readable volume in the dataset")
+                record_skip(self.skip_log, str(err))
+        raise RuntimeError(f"no readable volume among the {len(self)} listed")
 
     def __getitem__(self, i):
         j, image = self.load_readable(i)
@@ -263,31 +329,37 @@ class VoCoDataset(torch.utils.data.Dataset):
 
 
 class SafeDataset(torch.utils.data.Dataset):
-    """Wrap a MONAI dataset so a failing item raises a ValueError naming its file, or (skip_bad) is
-    skipped with a warning in favour of the next one: a long run never dies on one bad volume."""
+    """Wrap a MONAI dataset so a failing item raises a ValueError naming its file or, with skip_bad,
+    is skipped with a warning (and a line in `skip_log`): a long run never dies on one bad volume.
 
-    def __init__(self, base, items, skip_bad=True):
+    substitute=True (training) serves the next readable item instead; substitute=False (validation)
+    never does: the item comes back as {"skipped": file, "error": message} for the caller to report,
+    so no case is scored twice or under another's name."""
+
+    def __init__(self, base, items, skip_bad=True, substitute=True, skip_log=None):
         self.base, self.items, self.skip_bad = base, items, skip_bad
+        self.substitute, self.skip_log = substitute, skip_log
 
     def __len__(self):
         return len(self.base)
 
     def __getitem__(self, i):
-        for attempt in range(len(self)):
+        for attempt in range(len(self) if self.substitute else 1):
             j = (i + attempt) % len(self)
             try:
                 return self.base[j]
             except Exception as err:
-                cause = _root_cause(err)
-                name = self.items[j]["image"]
-                msg = str(cause) if name in str(cause) else f"{name}: {type(cause).__name__}: {cause}"
+                msg = describe_failure(self.items[j], err)
                 if not self.skip_bad:
                     raise ValueError(msg) from err
-                warnings.warn(f"skipping unreadable volume: {msg}", stacklevel=2)
-        raise RuntimeError("no readable volume in the dataset")
+                warnings.warn(f"skipping unreadable case: {msg}", stacklevel=2)
+                record_skip(self.skip_log, msg)
+                if not self.substitute:
+                    return {"skipped": self.items[j]["image"], "error": msg}
+        raise RuntimeError(f"no readable case among the {len(self)} listed")
 
 
-def build_pretrain_dataset(args, items, skip_bad=True):
+def build_pretrain_dataset(args, items, skip_bad=True, skip_log=None):
     crops = VoCoCrops(args.roi_x, args.base_roi, args.num_crops, args.sw_batch_size, aug=True)
     transform = pretrain_transforms(args.a_min, args.a_max, args.b_min, args.b_max, crops.volume_size)
     cache_dir = args.cache_dir
@@ -295,7 +367,7 @@ def build_pretrain_dataset(args, items, skip_bad=True):
         size = "x".join(map(str, crops.volume_size))
         cache_dir = Path(cache_dir) / f"{size}_hu{args.a_min:g}_{args.a_max:g}_to{args.b_min:g}_{args.b_max:g}"
     base = base_dataset(items, transform, cache_dir, args.cache_dataset, args.cache_rate, args.workers)
-    return VoCoDataset(items, base, crops, seed=args.seed, skip_bad=skip_bad)
+    return VoCoDataset(items, base, crops, seed=args.seed, skip_bad=skip_bad, skip_log=skip_log)
 
 
 def flatten_batch(batch):
@@ -364,6 +436,7 @@ def btcv_transforms(args, train=True):
         LoadImaged(keys=keys, image_only=True),
         EnsureChannelFirstd(keys=keys),
         CheckVolumed(keys=keys),
+        CheckPaird("image", "label"),
         Orientationd(keys=keys, axcodes="RAS"),
         Spacingd(keys=keys, pixdim=(args.space_x, args.space_y, args.space_z), mode=("bilinear", "nearest")),
         ScaleIntensityRanged(keys="image", a_min=args.a_min, a_max=args.a_max, b_min=args.b_min,

@@ -6,7 +6,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from shared.checkpoint import rng_state, save_atomic
+from shared.checkpoint import fault_kill_at_step, rng_state, save_atomic
+from shared.guards import check_finite_loss, inject_nan
 from voco.data import flatten_batch
 
 
@@ -21,13 +22,15 @@ def pass_indices(n, seed, epoch, rank=0, world_size=1):
 
 
 def train_step(model, student, batch, optimizer, scheduler, scaler, device, amp, amp_dtype,
-               grad_clip=False, max_grad_norm=1.0):
+               grad_clip=False, max_grad_norm=1.0, step=None):
     """One optimiser step: student forward, EMA, teacher forward (inside model.forward), loss,
     (scaled) backward, optional clipping, step, schedule. Returns the loss parts as floats."""
     img, crops, labels = (t.to(device, non_blocking=True) for t in flatten_batch(batch))
     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
         pos, neg, reg, _ = model(img, crops, labels, student=student)
         loss = pos + neg + reg  # float64 like the original: the labels are float64
+    loss = inject_nan(loss, step)
+    check_finite_loss(loss, step)  # stop before NaN reaches the weights (or the EMA teacher's next step)
     scaler.scale(loss).backward()
     if grad_clip:  # the original clips only without AMP, i.e. never; here it works with both
         scaler.unscale_(optimizer)
@@ -39,9 +42,20 @@ def train_step(model, student, batch, optimizer, scheduler, scaler, device, amp,
     return {"loss": loss.item(), "pos": pos.item(), "neg": neg.item(), "reg": reg.item()}
 
 
+IDENTITY_KEYS = ("roi_x", "base_roi", "num_crops", "sw_batch_size", "batch_size", "in_channels", "feature_size",
+                 "hidden_dim", "out_dim", "window_size", "single_network", "double_input", "teacher_init",
+                 "ema_momentum", "opt", "lr", "lr_schedule", "warmup_steps", "seed", "a_min", "a_max", "b_min",
+                 "b_max", "json_list")
+
+
+def run_identity(args):
+    """The method and the settings a resumed pre-training must share with the first part."""
+    return {"method": "voco", **{k: getattr(args, k, None) for k in IDENTITY_KEYS}}
+
+
 def checkpoint(model, optimizer, scheduler, scaler, args, state):
     """Everything --resume needs, as tensors and plain Python values."""
-    return {"global_step": state["global_step"], "epoch": state["epoch"],
+    return {"global_step": state["global_step"], "epoch": state["epoch"], "run": run_identity(args),
             "batch_in_pass": state["batch_in_pass"], "state_dict": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "rng": rng_state(), "args": vars(args)}
@@ -68,10 +82,11 @@ def train(args, model, student, optimizer, scheduler, scaler, dataset, info, log
         make_crops = getattr(dataset, "device_crops", None)  # --crops_on device
         for batch in loader:
             data_wait = time.time() - t0
+            fault_kill_at_step(state["global_step"] + 1)  # test-only hook, inert unless set
             if make_crops is not None:
                 batch = make_crops(batch, device)
             parts = train_step(model, student, batch, optimizer, scheduler, scaler, device, amp,
-                               amp_dtype, args.grad_clip, args.max_grad_norm)
+                               amp_dtype, args.grad_clip, args.max_grad_norm, state["global_step"] + 1)
             if info.world_size > 1:  # log the mean over ranks, not rank 0's share of the batch
                 vals = torch.tensor(list(parts.values()), dtype=torch.float64, device=device)
                 torch.distributed.all_reduce(vals)

@@ -46,12 +46,16 @@ def branch_state_dict(checkpoint, branch="teacher"):
 def load_voco_encoder(model, checkpoint, branch="teacher", verbose=True):
     """Load VoCo weights into a SwinUNETR `model`; raise unless all its encoder tensors matched."""
     target = encoder_keys(model.state_dict())
-    report = load_pretrained(model, branch_state_dict(checkpoint, branch), min_matched=0.0,
-                             verbose=verbose)
+    where = f"{checkpoint}: " if isinstance(checkpoint, (str, Path)) else ""
+    try:
+        report = load_pretrained(model, branch_state_dict(checkpoint, branch), min_matched=0.0, verbose=verbose)
+    except WeightLoadError as err:
+        raise WeightLoadError(str(err) if where and str(checkpoint) in str(err) else f"{where}{err}") from err
+    report.source = str(checkpoint) if where else report.source
     missing = sorted(set(target) - set(report.matched))
     if missing:
-        raise WeightLoadError(f"only {len(target) - len(missing)}/{len(target)} encoder tensors matched; "
-                              f"missing e.g. {missing[:5]}\n{report}")
+        raise WeightLoadError(f"{where}only {len(target) - len(missing)}/{len(target)} encoder tensors matched "
+                              f"(another feature_size or window_size?); missing e.g. {missing[:5]}\n{report}")
     return report
 
 
@@ -84,4 +88,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from shared.cliwarnings import plain_warnings
+
+    plain_warnings()  # one-line warnings, no source lines
     main()

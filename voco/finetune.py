@@ -30,13 +30,15 @@ from monai.metrics import DiceMetric
 from monai.optimizers import WarmupCosineSchedule
 from tqdm import tqdm
 
-from shared.checkpoint import load_checkpoint, save_atomic
+from shared.checkpoint import load_checkpoint, load_state, save_atomic
 from shared.distributed import barrier, cleanup, init_distributed, seed_everything
+from shared.guards import check_finite_loss, inject_nan
+from shared.runfolder import check_checkpoint_run, claim_run_folder
 from shared.runlog import RunLogger
-from voco.data import SafeDataset, btcv_transforms, load_datalist
+from voco.data import SafeDataset, btcv_transforms, count_skipped, load_datalist
 from voco.export import load_voco_encoder
 from voco.models import swinunetr
-from voco.utils import amp_settings, str2bool
+from voco.utils import amp_settings, check_patch, str2bool
 
 BTCV_ORGANS = ["spleen", "right kidney", "left kidney", "gallbladder", "esophagus", "liver", "stomach",
                "aorta", "IVC", "portal/splenic veins", "pancreas", "right adrenal", "left adrenal"]
@@ -138,10 +140,12 @@ def build_loaders(args, info):
             return Dataset(items, transform)
         return CacheDataset(items, transform, cache_rate=1.0, num_workers=args.workers or None)
 
+    skip_log = Path(args.logdir) / "skipped.txt"
     train_ds = SafeDataset(dataset(train_items, btcv_transforms(args, True), "train"), train_items,
-                           args.skip_bad)
+                           args.skip_bad, skip_log=skip_log)
+    # validation never substitutes a case: an unreadable one is skipped and reported (or stops the run)
     val_ds = SafeDataset(dataset(val_items, btcv_transforms(args, False), "val"), val_items,
-                         args.skip_bad)
+                         args.skip_bad, substitute=False, skip_log=skip_log)
     sampler = (torch.utils.data.distributed.DistributedSampler(train_ds, shuffle=True, seed=args.seed)
                if info.distributed else None)
     train_loader = DataLoader(train_ds, batch_size=args.batch_size, shuffle=sampler is None,
@@ -189,8 +193,12 @@ def validate(args, model, loader, device, amp, amp_dtype, logdir=None, picture=N
     model.eval()
     metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
     n_cls = args.out_channels
-    per_case = []
-    for i, batch in enumerate(tqdm(loader, desc="validate", leave=False, dynamic_ncols=True)):
+    per_case, names, skipped = [], [], []
+    for batch in tqdm(loader, desc="validate", leave=False, dynamic_ncols=True):
+        if "skipped" in batch:  # unreadable: reported, never replaced by another case
+            skipped.append(batch["error"][0])
+            continue
+        names.append(str(_source_name(batch)))
         image, label = batch["image"].to(device), batch["label"].to(device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
             logits = sliding_window_inference(image, (args.roi_x, args.roi_y, args.roi_z),
@@ -198,13 +206,37 @@ def validate(args, model, loader, device, amp, amp_dtype, logdir=None, picture=N
         pred = logits.argmax(1, keepdim=True)
         onehot = lambda x: torch.nn.functional.one_hot(x[:, 0].long(), n_cls).permute(0, 4, 1, 2, 3)  # noqa: E731
         per_case.append(metric(onehot(pred).float(), onehot(label).float()).cpu()[0])
-        if picture is not None and i == 0:
+        if picture is not None and len(per_case) == 1:  # the first case read
             prediction_figure(image[0, 0].cpu(), label[0, 0].cpu(), pred[0, 0].cpu(), picture)
+    if skipped:
+        print(f"validation: skipped {len(skipped)} of {len(skipped) + len(per_case)} case(s):\n  "
+              + "\n  ".join(skipped))
+    if not per_case:
+        raise RuntimeError(f"validation: none of the {len(skipped)} cases could be read:\n  " + "\n  ".join(skipped))
     dice = torch.stack(per_case).numpy()  # cases x organs
     mean = float(np.nanmean(dice)) if np.isfinite(dice).any() else float("nan")
     with np.errstate(all="ignore"):
         organs = np.nanmean(np.where(np.isfinite(dice), dice, np.nan), axis=0)
-    return mean, organs.tolist(), dice.tolist()
+    return mean, organs.tolist(), dice.tolist(), {"cases": names, "skipped": skipped}
+
+
+def _source_name(batch):
+    meta = getattr(batch["image"], "meta", {}) or {}
+    name = meta.get("filename_or_obj", "")
+    return name[0] if isinstance(name, (list, tuple)) else name
+
+
+def write_results(logdir, title, mean, organs, names, per_case, cases, extra=None):
+    """results.md (the organ table, the cases scored and skipped) and results.json next to it."""
+    logdir = Path(logdir)
+    logdir.mkdir(parents=True, exist_ok=True)
+    skipped = cases["skipped"]
+    note = (f"\n{len(cases['cases'])} case(s) scored; skipped {len(skipped)} unreadable:\n\n"
+            + "".join(f"- {s}\n" for s in skipped)) if skipped else f"\n{len(cases['cases'])} case(s) scored.\n"
+    (logdir / "results.md").write_text(f"# {title}\n\n" + results_table(mean, organs, names) + note)
+    (logdir / "results.json").write_text(json.dumps({**(extra or {}), "mean_dice": mean, "organ_dice": organs,
+                                                      "per_case": per_case, "cases": cases["cases"],
+                                                      "skipped": skipped, "organs": names}, indent=2))
 
 
 def prediction_figure(image, label, pred, png_path, n_slices=3):
@@ -238,7 +270,9 @@ def results_table(mean, organs, names):
 
 
 def main(argv=None):
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    check_patch(parser, (args.roi_x, args.roi_y, args.roi_z))
     info = init_distributed(device=args.device)
     seed_everything(args.seed, info.rank)
     logdir = Path(args.logdir)
@@ -262,25 +296,37 @@ def main(argv=None):
     scheduler = build_scheduler(args, optimizer)
     scaler = torch.amp.GradScaler(info.device.type, enabled=amp and amp_dtype == torch.float16)
     start_epoch, best_acc = 0, 0.0
+    identity = finetune_identity(args)
     if args.checkpoint:  # exact resume: weights, optimizer, schedule, best (the original lost the last two)
         ckpt = load_checkpoint(args.checkpoint, map_location=info.device)
-        model.load_state_dict({k.replace("backbone.", ""): v for k, v in ckpt["state_dict"].items()})
+        if "state_dict" not in ckpt:
+            raise ValueError(f"{args.checkpoint}: not a fine-tuning checkpoint (no 'state_dict'; keys "
+                             f"{sorted(ckpt)[:8]}); --checkpoint takes model.pt / model_final.pt of a fine-tuning run")
+        if not args.eval_only:
+            check_checkpoint_run(ckpt, identity, args.checkpoint)
+        load_state(model, {k.replace("backbone.", ""): v for k, v in ckpt["state_dict"].items()}, args.checkpoint)
         for key, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
             if key in ckpt:
-                obj.load_state_dict(ckpt[key])
+                load_state(obj, ckpt[key], args.checkpoint, f"{key} state")
         start_epoch, best_acc = int(ckpt.get("epoch", 0)), float(ckpt.get("best_acc", 0.0))
 
     train_loader, val_loader, sampler = build_loaders(args, info)
     if args.eval_only:
-        mean, organs, _ = validate(args, model, val_loader, info.device, amp, amp_dtype,
-                                   picture=logdir / "predictions.png")
+        mean, organs, per_case, cases = validate(args, model, val_loader, info.device, amp, amp_dtype,
+                                                 picture=logdir / "predictions.png")
         print(results_table(mean, organs, names))
-        return {"mean_dice": mean, "organ_dice": organs}
+        if info.is_main:  # as the README says: results.md / results.json in --logdir
+            write_results(logdir, f"BTCV validation of {args.checkpoint or 'the initial weights'}", mean, organs,
+                          names, per_case, cases, {"checkpoint": args.checkpoint})
+        return {"mean_dice": mean, "organ_dice": organs, "skipped": cases["skipped"]}
     ddp = (torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
         if info.distributed else model)
+    claim_run_folder(logdir, identity, resume=bool(args.checkpoint), enabled=info.is_main, flag="--logdir")
     logger = RunLogger(logdir, wandb=args.wandb, config=vars(args), enabled=info.is_main)
+    logger.truncate(start_epoch)  # resuming at an epoch: rows logged after it come again
     result = {"mean_dice": None, "organ_dice": None, "best_acc": best_acc}
+    step = start_epoch * len(train_loader)  # optimiser steps so far (for the non-finite-loss message)
     for epoch in range(start_epoch, args.max_epochs):
         if sampler is not None:
             sampler.set_epoch(epoch)
@@ -293,6 +339,9 @@ def main(argv=None):
                 p.grad = None
             with torch.autocast(info.device.type, dtype=amp_dtype, enabled=amp):
                 loss = loss_fn(ddp(image), label)
+            step += 1
+            loss = inject_nan(loss, step)
+            check_finite_loss(loss, step, f"epoch {epoch + 1}")  # stop before NaN reaches the weights
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
@@ -305,10 +354,11 @@ def main(argv=None):
                    epoch_time_s=time.time() - t0)
         if (epoch + 1) % args.val_every == 0 or epoch + 1 == args.max_epochs:
             if info.is_main:
-                mean, organs, per_case = validate(args, model, val_loader, info.device, amp, amp_dtype,
-                                                  picture=logdir / "predictions.png")
+                mean, organs, per_case, cases = validate(args, model, val_loader, info.device, amp, amp_dtype,
+                                                         picture=logdir / "predictions.png")
                 logger.log(epoch + 1, val_acc=mean, **{f"dice_{c}": d for c, d in enumerate(organs, 1)})
-                state = {"epoch": epoch + 1, "best_acc": max(best_acc, mean), "state_dict": model.state_dict(),
+                state = {"epoch": epoch + 1, "best_acc": max(best_acc, mean), "run": identity,
+                         "state_dict": model.state_dict(),
                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                          "scaler": scaler.state_dict()}
                 if args.save_checkpoint:
@@ -317,17 +367,31 @@ def main(argv=None):
                     best_acc = max(best_acc, mean)
                     if args.save_checkpoint:
                         save_atomic(state, logdir / "model.pt")
-                result = {"mean_dice": mean, "organ_dice": organs, "best_acc": best_acc, "epoch": epoch + 1}
-                (logdir / "results.md").write_text(
-                    f"# BTCV validation, epoch {epoch + 1}\n\n" + results_table(mean, organs, names))
-                (logdir / "results.json").write_text(json.dumps({**result, "per_case": per_case,
-                                                                 "organs": names}, indent=2))
+                result = {"mean_dice": mean, "organ_dice": organs, "best_acc": best_acc, "epoch": epoch + 1,
+                          "skipped": cases["skipped"]}
+                write_results(logdir, f"BTCV validation, epoch {epoch + 1}", mean, organs, names, per_case,
+                              cases, {"best_acc": best_acc, "epoch": epoch + 1})
                 print(f"epoch {epoch + 1}: mean Dice {mean:.4f} (best {best_acc:.4f})")
             barrier()
     logger.close()
+    if info.is_main:
+        n_skipped, skipped = count_skipped(logdir / "skipped.txt")
+        if n_skipped:
+            print(f"skipped {n_skipped} unreadable file(s) in this run (listed in {logdir / 'skipped.txt'})")
     cleanup()
     return result
 
 
+def finetune_identity(args):
+    """The settings a resumed fine-tuning must share with the first part (--checkpoint into --logdir)."""
+    keys = ("json_list", "out_channels", "feature_size", "window_size", "roi_x", "roi_y", "roi_z", "space_x",
+            "space_y", "space_z", "optim_name", "optim_lr", "batch_size", "sw_batch_size", "seed",
+            "use_ssl_pretrained", "pretrained_checkpoint", "pretrained_branch")
+    return {"method": "voco_finetune", **{k: getattr(args, k) for k in keys}}
+
+
 if __name__ == "__main__":
+    from shared.cliwarnings import plain_warnings
+
+    plain_warnings()  # one-line warnings, no source lines
     main()

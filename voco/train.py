@@ -17,15 +17,16 @@ import argparse
 
 import torch
 
-from shared.checkpoint import load_checkpoint, set_rng_state
+from shared.checkpoint import load_checkpoint, load_state, set_rng_state
 from shared.distributed import cleanup, init_distributed, seed_everything
+from shared.runfolder import check_checkpoint_run, claim_run_folder
 from shared.runlog import RunLogger
 from voco import engine
-from voco.data import build_pretrain_dataset, crops_figure, load_datalist
+from voco.data import build_pretrain_dataset, count_skipped, crops_figure, load_datalist
 from voco.device_crops import CROPS_ON, VolumesWithParameters, resolve_crops_on
 from voco.models import VoCo
 from voco.probe import add_probe_args, online_probe
-from voco.utils import amp_settings, str2bool
+from voco.utils import amp_settings, check_roi, str2bool
 
 
 def get_parser():
@@ -141,7 +142,9 @@ def build_datalist(args):
 
 
 def main(argv=None):
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    check_roi(parser, "--roi_x", args.roi_x)
     args.cache_dataset = args.cache_dataset or args.smartcache_dataset
     info = init_distributed(device=args.device)
     seed_everything(args.seed)  # same on every rank: student and teacher start identical everywhere
@@ -165,10 +168,16 @@ def main(argv=None):
     scaler = torch.amp.GradScaler(info.device.type, enabled=amp and amp_dtype == torch.float16)
 
     state = {"global_step": 0, "epoch": 0, "batch_in_pass": 0}
+    identity = engine.run_identity(args)
     if args.resume:
         ckpt = load_checkpoint(args.resume, map_location=info.device)
-        model.load_state_dict(ckpt["state_dict"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        missing = [k for k in ("state_dict", "optimizer", "scheduler", "scaler", "rng", *state) if k not in ckpt]
+        if missing:
+            raise ValueError(f"{args.resume}: not a VoCo pre-training checkpoint (missing {missing}); --resume "
+                             "takes model_current_epoch.pt / model_step<N>.pt of an earlier run")
+        check_checkpoint_run(ckpt, identity, args.resume)
+        load_state(model, ckpt["state_dict"], args.resume)
+        load_state(optimizer, ckpt["optimizer"], args.resume, "optimizer state")
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         state = {k: int(ckpt[k]) for k in state}
@@ -176,11 +185,16 @@ def main(argv=None):
     else:
         seed_everything(args.seed + 1, info.rank)  # per-rank streams from here on
 
-    dataset = build_pretrain_dataset(args, build_datalist(args), skip_bad=args.skip_bad)
+    # one run per folder: refuse a --logdir holding another configuration's run, never mix its logs
+    claim_run_folder(args.logdir, identity, resume=bool(args.resume), enabled=info.is_main, flag="--logdir")
+    skip_log = Path(args.logdir) / "skipped.txt"
+    dataset = build_pretrain_dataset(args, build_datalist(args), skip_bad=args.skip_bad, skip_log=skip_log)
     crops_on = resolve_crops_on(args.crops_on, info.device)
     if crops_on == "device":  # workers only read volumes and draw parameters; crops are made per step
         dataset = VolumesWithParameters(dataset)
     logger = RunLogger(args.logdir, wandb=args.wandb, config=vars(args), enabled=info.is_main)
+    if args.resume:
+        logger.truncate(state["global_step"])  # rows logged after the checkpoint come again
     if info.is_main:
         print(f"VoCo: {len(dataset)} volumes, {sum(p.numel() for p in model.parameters()):,} parameters,"
               f" device {info.device}, world {info.world_size}, amp {amp} ({args.amp_dtype}), crops on {crops_on}")
@@ -192,6 +206,10 @@ def main(argv=None):
                          state, amp, amp_dtype, probe=probe)
     logger.close()
     if info.is_main:
+        n_skipped, names = count_skipped(skip_log)
+        if n_skipped:
+            print(f"skipped {n_skipped} unreadable volume(s) (listed in {skip_log}): {', '.join(names[:5])}"
+                  + (" ..." if n_skipped > 5 else ""))
         from shared.probe import PROBE_COLUMNS
         from shared.runlog import plot_metrics
         plot_metrics(logger.csv_path, Path(args.logdir) / "loss.png",
@@ -201,4 +219,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from shared.cliwarnings import plain_warnings
+
+    plain_warnings()  # one-line warnings, no source lines
     main()

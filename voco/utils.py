@@ -20,3 +20,18 @@ def amp_settings(device, noamp=False, amp_dtype="float16"):
     import torch
     enabled = device.type == "cuda" and not noamp
     return enabled, {"float16": torch.float16, "bfloat16": torch.bfloat16}[amp_dtype]
+
+
+def check_roi(parser, name, value):
+    """SwinUNETR halves a crop five times and normalises the last map: it needs >= 64 and a multiple of 32."""
+    if value < 64 or value % 32:
+        parser.error(f"{name} {value}: SwinUNETR needs crops of at least 64 voxels per side and a multiple of 32 "
+                     "(it downsamples 5 times, and the last feature map must hold more than one voxel)")
+
+
+def check_patch(parser, roi):
+    """A fine-tuning patch (--roi_x/y/z): multiples of 32, and the 1/32 map must hold more than one voxel."""
+    if any(r < 32 or r % 32 for r in roi) or max(roi) < 64:
+        parser.error(f"--roi_x/--roi_y/--roi_z {' '.join(map(str, roi))}: SwinUNETR needs each side a multiple of 32 "
+                     "and at least one side >= 64 (it downsamples 5 times, and the last feature map must hold "
+                     "more than one voxel)")

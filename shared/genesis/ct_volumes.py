@@ -53,6 +53,38 @@ def to_unit_range(volume, is_normalized=None) -> np.ndarray:
     return np.asarray(volume, dtype=np.float32) if is_normalized else normalize_hu(volume)
 
 
+MHD_TYPES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4,
+             "MET_LONG": 8, "MET_ULONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8}
+
+
+def check_mhd(path):
+    """Raise VolumeReadError when an uncompressed .mhd's data file is missing or shorter than its header
+    says (SimpleITK reports a truncated .raw as "No such file or directory")."""
+    path = Path(path)
+    header = {}
+    for line in path.read_text(errors="replace").splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            header[key.strip()] = value.strip()
+    data = header.get("ElementDataFile", "")
+    if not data or data == "LOCAL" or header.get("CompressedData", "False").lower() == "true" \
+            or header.get("ElementType") not in MHD_TYPES or "%" in data or data.upper() == "LIST":
+        return
+    raw = path.parent / data
+    if not raw.is_file():
+        raise VolumeReadError(f"{path}: its data file {raw} does not exist")
+    try:
+        dims = [int(v) for v in header["DimSize"].split()]
+        channels = int(header.get("ElementNumberOfChannels", "1"))
+    except (KeyError, ValueError):
+        return
+    need = int(np.prod(dims)) * channels * MHD_TYPES[header["ElementType"]]
+    size = raw.stat().st_size
+    if size < need:
+        raise VolumeReadError(f"{raw}: truncated: {size} bytes, but {path.name} declares {need} "
+                              f"({' x '.join(map(str, dims))} {header['ElementType']})")
+
+
 def read_volume(path, normalize=True) -> np.ndarray:
     """Read one volume as an (x, y, z) float32 array (in [0, 1] when `normalize`).
 
@@ -66,6 +98,9 @@ def read_volume(path, normalize=True) -> np.ndarray:
     try:
         if name.endswith((".mhd", ".nrrd")):
             import SimpleITK as sitk
+
+            if name.endswith(".mhd"):
+                check_mhd(path)
 
             array = sitk.GetArrayFromImage(sitk.ReadImage(str(path))).transpose(2, 1, 0)
         elif name.endswith((".nii", ".nii.gz")):
@@ -186,6 +221,8 @@ def prepare_dataset(input_dir, output_dir, val_fraction=0.1, seed=0, val_subsets
     if not rows:
         raise RuntimeError(f"{input_dir}: none of the {len(paths)} volumes could be used "
                            f"(skipped: {', '.join(skipped)})")
+    if skipped:
+        print(f"skipped {len(skipped)} of {len(paths)} volumes: {', '.join(skipped)}")
     csv_path = out / "volumes.csv"
     with open(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, list(rows[0]))

@@ -75,7 +75,13 @@ class PatternCubes:
             data, lab, _ = self.parts[p]
             row = int(idx - self.offsets[p])
             cubes[i, 0] = np.asarray(data[row]).reshape(self.cube_shape)
-            labels[i] = int(np.asarray(lab[row]).reshape(-1)[0])
+            label = np.asarray(lab[row]).reshape(-1)[0]
+            if not (np.isfinite(cubes[i, 0]).all() and np.isfinite(label)):
+                # refuse: NaN voxels would train the network to NaN weights without a word
+                where = getattr(data, "filename", None) if np.isfinite(label) else getattr(lab, "filename", None)
+                raise ValueError(f"{where or 'pattern file'}: NaN or infinite values in row {row}; "
+                                 "regenerate or clean the pattern files")
+            labels[i] = int(label)
         return torch.from_numpy(cubes), torch.from_numpy(labels)
 
     def labels(self):

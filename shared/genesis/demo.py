@@ -24,6 +24,7 @@ initialisation in a few dozen steps and nodule presence fell below random init o
 import argparse
 import csv
 import json
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -69,6 +70,8 @@ def run_demo(method, exp_name, pretrain_main, finetune_mains, argv=None):
     if not luna.is_dir():
         generate(args.sample, seed=0, only=["luna16"])
     out = Path(args.runs) / "demo" / method
+    for old in [out / "pretrain", *out.glob("finetune_*")]:  # a demo is a fresh run (a folder holds one run)
+        shutil.rmtree(old, ignore_errors=True)
     found = run_self_discovery(luna, out / "self_discovery", nb_classes=args.classes, nb_instances=6,
                                nb_instances_val=2, cube=CUBE, seed=args.seed)
     print(f"self-discovery: {len(found['files'])} pattern files in {found['save']} ({time.time() - start:.0f}s)")

@@ -32,9 +32,12 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from tqdm import tqdm
 
-from shared.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from shared.checkpoint import load_checkpoint, load_state, rng_state, save_atomic, set_rng_state
 from shared.distributed import barrier, cleanup, init_distributed, seed_everything
+from shared.genesis.amp import amp_guard, use_amp
+from shared.guards import check_finite_loss, inject_nan
 from shared.losses import dice_coef_loss, dice_score
+from shared.runfolder import check_checkpoint_run, claim_run_folder
 from shared.runlog import RunLogger
 from shared.unet3d import UNet3D
 from shared.weights import load_pretrained
@@ -104,7 +107,7 @@ def luna16_nodule_cubes(root, size=(64, 64, 32), neg_per_pos=1, splits=(0.6, 0.2
     """
     import SimpleITK as sitk
 
-    from shared.genesis.ct_volumes import normalize_hu
+    from shared.genesis.ct_volumes import VolumeReadError, check_mhd, normalize_hu
 
     root = Path(root)
     candidates = _read_csv(root / "candidates.csv")
@@ -119,6 +122,7 @@ def luna16_nodule_cubes(root, size=(64, 64, 32), neg_per_pos=1, splits=(0.6, 0.2
     split_of = {series[i]: "train" if k < n_train else "val" if k < n_train + n_val else "test"
                 for k, i in enumerate(rng.permutation(len(series)))}
     out = {s: ([], []) for s in SPLITS}
+    skipped = []
     for uid in tqdm(series, desc="LUNA16 nodule cubes", leave=False):
         rows = [r for r in candidates if r["seriesuid"] == uid]
         pos = [r for r in rows if int(float(r["class"])) == 1]
@@ -126,11 +130,18 @@ def luna16_nodule_cubes(root, size=(64, 64, 32), neg_per_pos=1, splits=(0.6, 0.2
         if not rows:
             continue
         try:
+            check_mhd(files[uid])
             image = sitk.ReadImage(str(files[uid]))
-        except RuntimeError as err:
-            warnings.warn(f"skipping unreadable {files[uid]}: {str(err).strip().splitlines()[-1]}", stacklevel=2)
+            array = sitk.GetArrayFromImage(image).astype(np.float32)
+            if not np.isfinite(array).all():
+                raise VolumeReadError(f"{files[uid]}: volume holds NaN or infinite values")
+        except (RuntimeError, VolumeReadError) as err:
+            text = str(err).strip().splitlines()[-1]
+            warnings.warn(f"skipping unreadable {files[uid]}: {text}" if str(files[uid]) not in text
+                          else f"skipping {text}", stacklevel=2)
+            skipped.append(files[uid].name)
             continue
-        volume = normalize_hu(sitk.GetArrayFromImage(image).transpose(2, 1, 0))  # (x, y, z) in [0, 1]
+        volume = normalize_hu(array.transpose(2, 1, 0))  # (x, y, z) in [0, 1]
         spacing = np.asarray(image.GetSpacing())
         nodules = [(np.asarray(image.TransformPhysicalPointToContinuousIndex(
             [float(a["coordX"]), float(a["coordY"]), float(a["coordZ"])])), float(a["diameter_mm"]))
@@ -152,6 +163,8 @@ def luna16_nodule_cubes(root, size=(64, 64, 32), neg_per_pos=1, splits=(0.6, 0.2
                 label = int(float(r["class"]))
             out[split_of[uid]][0].append(cube)
             out[split_of[uid]][1].append(label)
+    if skipped:
+        print(f"LUNA16 nodule cubes: skipped {len(skipped)} of {len(series)} scans: {', '.join(skipped)}")
     result = {}
     for s, (xs, ys) in out.items():
         if not xs:
@@ -169,11 +182,45 @@ def load_split_arrays(data_dir):
         for p in (xp, yp):
             if not p.is_file():
                 raise FileNotFoundError(f"{p}: missing (expected {{train,val,test}}_{{x,y}}.npy in {data_dir})")
-        x, y = np.load(xp, mmap_mode="r"), np.load(yp, mmap_mode="r")
+        x, y = _read_array(xp), _read_array(yp)
         if x.ndim != 4 or len(y) != len(x):
             raise ValueError(f"{xp}: expected N x X x Y x Z cubes with N labels in {yp}, got {x.shape} and {y.shape}")
-        result[s] = (np.array(x, dtype=np.float32), np.array(y, dtype=np.float32))
+        if len(x) == 0:
+            raise ValueError(f"{xp}: no cubes (an empty array)")
+        for path, array in ((xp, x), (yp, y)):
+            bad = ~np.isfinite(array)
+            if bad.any():
+                raise ValueError(f"{path}: {int(bad.sum())} NaN or infinite values (first in row "
+                                 f"{int(np.argwhere(bad)[0][0])}); clean the array before fine-tuning")
+        result[s] = (x, y)
     return result
+
+
+def _read_array(path):
+    """A whole .npy as float32, or a ValueError naming the file (truncated, corrupt, not numeric)."""
+    try:
+        return np.array(np.load(path, mmap_mode="r", allow_pickle=False), dtype=np.float32)
+    except (ValueError, OSError, TypeError) as err:  # e.g. "mmap length is greater than file size"
+        size = path.stat().st_size
+        raise ValueError(f"{path}: not a readable .npy array ({size} bytes; truncated or corrupt? {err})") from err
+
+
+def check_labels(data, task, n_class=1):
+    """Refuse labels that do not fit the task: a mask per cube of the cube's shape (segmentation), or one
+    class index per cube below n_class (classification). Errors name the <split>_y array."""
+    for split, (x, y) in data.items():
+        name = f"{split}_y"
+        if task == "segmentation" and y.shape != x.shape:
+            raise ValueError(f"{name}.npy: masks of shape {y.shape} for cubes of shape {x.shape} "
+                             f"({split}_x.npy); segmentation needs one mask of the cube's shape per cube")
+        if task == "classification":
+            if y.ndim != 1:
+                raise ValueError(f"{name}.npy: labels of shape {y.shape}; classification needs one label per "
+                                 f"cube (shape ({len(x)},))")
+            top = 1 if n_class == 1 else n_class - 1
+            if y.min() < 0 or y.max() > top or np.any(y != np.round(y)):
+                raise ValueError(f"{name}.npy: labels must be integers 0..{top} for --n_class {n_class}, "
+                                 f"got values in [{y.min():g}, {y.max():g}]")
 
 
 # ----------------------------------------------------------------------------------------- engine
@@ -209,6 +256,13 @@ def build_parser(description, task, weights_name):
     return p
 
 
+def finetune_identity(args, task):
+    """The task and settings a resumed fine-tuning run must share with the first part."""
+    keys = ("weights", "data_dir", "luna16", "n_class", "width", "standard_bn", "input_rows", "input_cols",
+            "input_deps", "optimizer", "lr", "batch_size", "seed")
+    return {"method": f"genesis_finetune_{task}", **{k: getattr(args, k, None) for k in keys}}
+
+
 def build_model(task, args):
     base = UNet3D(n_class=1, width=args.width, always_batch_stats=not args.standard_bn)
     if args.weights:
@@ -227,7 +281,7 @@ def _loss(task, out, y, n_class):
 
 
 @torch.no_grad()
-def evaluate(model, loader, task, n_class, device, amp=False):
+def evaluate(model, loader, task, n_class, device, amp=False, split=None):
     """(mean loss, metric): AUC (binary) / accuracy (multi-class) / mean hard Dice (segmentation)."""
     model.eval()
     losses, scores, labels, dice = [], [], [], []
@@ -247,7 +301,12 @@ def evaluate(model, loader, task, n_class, device, amp=False):
     if task == "segmentation":
         metric = float(torch.cat(dice).mean())
     elif n_class == 1:
-        metric = roc_auc(torch.cat(scores).numpy(), torch.cat(labels).numpy())
+        truth = torch.cat(labels).numpy()
+        metric = roc_auc(torch.cat(scores).numpy(), truth)
+        if not np.isfinite(metric):
+            warnings.warn(f"AUC is undefined (nan) on the {split or 'evaluated'} split: all its {len(truth)} "
+                          f"cubes are of class {int(truth[0]) if len(truth) else '-'}; the loss still counts",
+                          stacklevel=2)
     else:
         metric = float(torch.cat(scores).mean())
     return sum(losses) / n, metric
@@ -256,8 +315,13 @@ def evaluate(model, loader, task, n_class, device, amp=False):
 def run(args, task, info=None):
     """Fine-tune and test; returns {'val_loss', 'test_loss', 'test_metric', 'metric'}."""
     info = info or init_distributed(device=args.device)
+    amp = use_amp(args.amp, info.device)
+    with amp_guard(info.device, amp):  # CPU bf16: oneDNN off (see shared/genesis/amp.py)
+        return _run(args, task, info, amp)
+
+
+def _run(args, task, info, amp):
     device = info.device
-    amp = args.amp == "on" or (args.amp == "auto" and device.type == "cuda")
     seed_everything(args.seed)  # the same on every rank: one split, one initialisation
     size = (args.input_rows, args.input_cols, args.input_deps)
     if args.luna16:
@@ -265,6 +329,8 @@ def run(args, task, info=None):
                                    masks=task == "segmentation")
     else:
         data = load_split_arrays(args.data_dir)
+    n_class = getattr(args, "n_class", 1)
+    check_labels(data, task, n_class)
     loaders, sampler = {}, None
     for s, (x, y) in data.items():
         ds = TensorDataset(torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y))
@@ -275,7 +341,6 @@ def run(args, task, info=None):
                                 sampler=sampler if s == "train" else None, generator=gen,
                                 drop_last=s == "train" and len(ds) > args.batch_size * info.world_size,
                                 num_workers=args.num_workers)
-    n_class = getattr(args, "n_class", 1)
     metric_name = "dice" if task == "segmentation" else ("auc" if n_class == 1 else "accuracy")
     if info.is_main:
         print(f"{task}: " + ", ".join(f"{s} {len(d[0])}" for s, d in data.items()) + f" cubes of {size}")
@@ -290,6 +355,8 @@ def run(args, task, info=None):
     else:
         optimizer = torch.optim.Adam(model.parameters(), args.lr)
     out_dir = Path(args.output_dir)
+    identity = finetune_identity(args, task)
+    claim_run_folder(out_dir, identity, resume=bool(args.resume), enabled=info.is_main)
     logger = RunLogger(out_dir, config=vars(args), enabled=info.is_main)
     start, best, bad, step = 0, float("inf"), 0, 0
     last = out_dir / "last.pt"
@@ -297,11 +364,16 @@ def run(args, task, info=None):
         path = last if args.resume == "auto" else Path(args.resume)
         if path.is_file():
             ckpt = load_checkpoint(path, map_location=device)
-            model.load_state_dict(ckpt["state_dict"])
-            optimizer.load_state_dict(ckpt["optimizer_state_dict"])
+            if "optimizer_state_dict" not in ckpt or "rng_state" not in ckpt:
+                raise ValueError(f"{path}: not a fine-tuning last.pt (keys {sorted(ckpt)[:8]}); --resume takes "
+                                 "the last.pt of an earlier fine-tuning run, --weights a pre-trained model")
+            check_checkpoint_run(ckpt, identity, path)
+            load_state(model, ckpt["state_dict"], path)
+            load_state(optimizer, ckpt["optimizer_state_dict"], path, "optimizer state")
             start, best, bad, step = ckpt["epoch"], ckpt["best_loss"], ckpt["num_epoch_no_improvement"], ckpt["step"]
             set_rng_state(ckpt["rng_state"])
             loaders["train"].generator.set_state(ckpt["loader_generator"])
+            logger.truncate(step)  # rows logged after the checkpoint come again
         elif args.resume != "auto":
             raise FileNotFoundError(f"--resume {path}: no such checkpoint")
     for epoch in range(start, args.nb_epoch):
@@ -314,13 +386,14 @@ def run(args, task, info=None):
             x, y = x.to(device), y.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 out = net(x)
-            loss = _loss(task, out, y, n_class)
+            loss = inject_nan(_loss(task, out, y, n_class), step + 1)
+            check_finite_loss(loss, step + 1, f"epoch {epoch + 1}")  # stop before NaN reaches the weights
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step += 1
             total, count = total + loss.item() * len(x), count + len(x)
-        val_loss, val_metric = evaluate(model, loaders["val"], task, n_class, device, amp)
+        val_loss, val_metric = evaluate(model, loaders["val"], task, n_class, device, amp, "val")
         logger.log(step, epoch=epoch + 1, train_loss=total / max(count, 1), val_loss=val_loss,
                    **{f"val_{metric_name}": val_metric})
         if info.is_main:
@@ -336,7 +409,7 @@ def run(args, task, info=None):
         if info.is_main:
             save_atomic({"epoch": epoch + 1, "state_dict": model.state_dict(),
                          "optimizer_state_dict": optimizer.state_dict(), "best_loss": float(best),
-                         "num_epoch_no_improvement": bad, "step": step, "rng_state": rng_state(),
+                         "num_epoch_no_improvement": bad, "step": step, "rng_state": rng_state(), "run": identity,
                          "loader_generator": loaders["train"].generator.get_state()}, last)
         if bad >= args.patience:
             if info.is_main:
@@ -345,7 +418,7 @@ def run(args, task, info=None):
     barrier()  # rank 0 has written best.pt
     if (out_dir / "best.pt").is_file():
         model.load_state_dict(load_checkpoint(out_dir / "best.pt", map_location=device)["state_dict"])
-    test_loss, test_metric = evaluate(model, loaders["test"], task, n_class, device, amp)
+    test_loss, test_metric = evaluate(model, loaders["test"], task, n_class, device, amp, "test")
     logger.log(step, test_loss=test_loss, **{f"test_{metric_name}": test_metric})
     logger.close()
     if info.is_main:

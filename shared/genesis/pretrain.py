@@ -19,11 +19,21 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from shared.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from shared.checkpoint import (
+    fault_kill_at_step,
+    load_checkpoint,
+    load_state,
+    rng_state,
+    save_atomic,
+    set_rng_state,
+)
 from shared.distributed import barrier, cleanup, init_distributed, seed_everything
+from shared.genesis.amp import amp_guard, use_amp
 from shared.genesis.data import EpochBatches, RestorationBatches, batch_rng, load_patterns
 from shared.genesis.probe import add_probe_args, online_probe
 from shared.genesis.restoration import TRANSFORMS, central_slices, restoration_pair
+from shared.guards import check_finite_loss, inject_nan
+from shared.runfolder import check_checkpoint_run, claim_run_folder
 from shared.runlog import RunLogger, save_image_grid
 from shared.unet3d import ClassificationNet3D, YNet3D
 from shared.weights import load_pretrained
@@ -90,6 +100,15 @@ def build_parser(description, exp_name, data_dir=None):
     return p
 
 
+def run_identity(args):
+    """The method (its checkpoint name) and the settings a resumed run must share with the first part."""
+    keys = ("exp", "cls_classes", "width", "standard_bn", "nb_multires_patch", "nb_instances",
+            "nb_val_instances", "keep_blank_resolutions", "lambda_rec", "lambda_cls", "lr", "batch_size",
+            "seed", "warped_target")
+    return {"method": args.exp_name, **{k: getattr(args, k) for k in keys},
+            "data_dir": str(Path(args.data_dir).resolve()) if args.data_dir else None}
+
+
 def build_model(exp, cls_classes, width=32, standard_bn=False):
     if exp == "en_de":
         return YNet3D(n_class=1, cls_classes=cls_classes, width=width, always_batch_stats=not standard_bn)
@@ -126,7 +145,7 @@ class Trainer:
         self.run_dir = Path(args.output_dir) / args.exp
         self.ckpt_path = self.run_dir / f"{args.exp_name}.pt"
         self.on_device = args.transform_on == "device" or (args.transform_on == "auto" and self.device.type == "cuda")
-        self.amp = args.amp == "on" or (args.amp == "auto" and self.device.type == "cuda")
+        self.amp = use_amp(args.amp, self.device)
 
         if args.data_dir is None:
             raise ValueError("--data_dir is required (the pattern generator's output folder)")
@@ -151,6 +170,9 @@ class Trainer:
 
         self.start_epoch, self.step = 0, 0
         self.best_loss, self.best_acc, self.no_improvement = 100000.0, 0.0, 0
+        # one run per folder: Semantic Genesis and TransVW both default to Checkpoints/en_de
+        self.identity = run_identity(args)
+        claim_run_folder(self.run_dir, self.identity, resume=bool(args.resume), enabled=self.info.is_main)
         self.logger = RunLogger(self.run_dir, wandb=args.wandb, enabled=self.info.is_main,
                                 config={k: v for k, v in vars(args).items()})
         self.probe = online_probe(args, self.model, self.logger, self.device, self.info.is_main)
@@ -174,7 +196,7 @@ class Trainer:
         ckpt = checkpoint_dict(self.model, self.optimizer, epoch, self.no_improvement, self.best_loss,
                                self.best_acc)
         ckpt.update(scheduler_state_dict=self.scheduler.state_dict(), global_step=int(self.step),
-                    rng_state=rng_state())
+                    rng_state=rng_state(), run=self.identity)
         return ckpt
 
     def resume(self, path):
@@ -188,8 +210,9 @@ class Trainer:
         missing = [k for k in ("state_dict", "optimizer_state_dict", "epoch") if k not in ckpt]
         if missing:
             raise ValueError(f"{path}: not a pre-training checkpoint (missing {missing})")
-        self.model.load_state_dict(ckpt["state_dict"])
-        self.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
+        check_checkpoint_run(ckpt, self.identity, path)
+        load_state(self.model, ckpt["state_dict"], path)
+        load_state(self.optimizer, ckpt["optimizer_state_dict"], path, "optimizer state")
         if "scheduler_state_dict" in ckpt:
             self.scheduler.load_state_dict(ckpt["scheduler_state_dict"])
         self.start_epoch = int(ckpt["epoch"])
@@ -198,7 +221,9 @@ class Trainer:
         self.step = int(ckpt.get("global_step", 0))
         if "rng_state" in ckpt:
             set_rng_state(ckpt["rng_state"])
-        print(f"resumed from {path} at epoch {self.start_epoch} (best loss {self.best_loss:.5f})")
+        dropped = self.logger.truncate(self.step)  # rows logged after the checkpoint come again
+        print(f"resumed from {path} at epoch {self.start_epoch} (best loss {self.best_loss:.5f})"
+              + (f"; dropped {dropped} metrics rows logged after it" if dropped else ""))
 
     # ------------------------------------------------------------------------------------- loop
     def _prepare(self, batch, split):
@@ -225,8 +250,11 @@ class Trainer:
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1} train", disable=not self.info.is_main,
                    leave=False)
         for batch in bar:
+            fault_kill_at_step(self.step + 1)  # test-only hook, inert unless SSL_MED_FAULT_KILL_STEP is set
             inputs, targets, labels, _ = self._prepare(batch, "train")
             _, (loss, mse, ce) = self._forward(inputs, targets, labels)
+            loss = inject_nan(loss, self.step + 1)
+            check_finite_loss(loss, self.step + 1, f"epoch {epoch + 1}")  # stop before NaN reaches the weights
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -322,7 +350,8 @@ def main(args):
     """Run one pre-training from parsed arguments; returns the summary dict."""
     info = init_distributed(device=args.device)
     try:
-        return Trainer(args, info).fit()
+        with amp_guard(info.device, use_amp(args.amp, info.device)):  # CPU bf16: oneDNN off
+            return Trainer(args, info).fit()
     finally:
         cleanup()
 

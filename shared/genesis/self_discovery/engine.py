@@ -65,6 +65,8 @@ def load_resized(paths, shape, progress=True, desc="load volumes", workers=0):
         kept.append(Path(path))
     if not volumes:
         raise RuntimeError(f"none of the {len(paths)} volumes could be read")
+    if len(kept) < len(paths):
+        print(f"{desc}: skipped {len(paths) - len(kept)} of {len(paths)} unreadable volumes")
     return np.stack(volumes), kept
 
 

@@ -223,9 +223,13 @@ class PatternGenerator:
         self.save.mkdir(parents=True, exist_ok=True)
         n_blocks = (cfg.nb_classes // cfg.classes_per_block if cfg.drop_last_sample
                     else math.ceil(cfg.nb_classes / cfg.classes_per_block))
-        self.logs = {name: open(self.save / f"{name}_vwGen_exRef.txt", "w") for name in
-                     ("train_data1", "train_data2", "train_data3", "val_data1")}
-        written = []
+        # the logs are written beside their final names and renamed only when every block is written:
+        # a failed run leaves no empty or partial *_vwGen_exRef.txt (and keeps an earlier run's)
+        names = {name: self.save / f"{name}_vwGen_exRef.txt" for name in
+                 ("train_data1", "train_data2", "train_data3", "val_data1")}
+        partial = {name: path.with_name("." + path.name + ".partial") for name, path in names.items()}
+        self.logs = {name: open(path, "w") for name, path in partial.items()}
+        written, finished = [], False
         try:
             with tqdm(total=cfg.nb_classes, desc="pattern classes", disable=not progress) as bar:
                 for block in range(1, n_blocks + 1):
@@ -246,9 +250,15 @@ class PatternGenerator:
                                 "validation": len(classes) * cfg.nb_instances_val - 1}
                         self.meta = [r for r in self.meta if r["fold"] != f"{float(block)}"
                                      or r["row"] != last[r["split"]]]
+            finished = True
         finally:
             for f in self.logs.values():
                 f.close()
+            for name, path in partial.items():
+                if finished:
+                    os.replace(path, names[name])
+                else:
+                    path.unlink(missing_ok=True)
         meta_path = self.save / "patterns.csv"
         with open(meta_path, "w", newline="") as f:
             w = csv.DictWriter(f, list(_meta("train", 1, 0, 1, 0, "", (0, 0, 0), 0, 0, 0.0, False)))
@@ -329,7 +339,12 @@ class PatternGenerator:
                                  self.threshold, self._enough_neighbours)
             if corner is not None:
                 return ref, corner, order_t, order_v
-            warnings.warn(f"class {c}: no corner found in {self.train.paths[image]}; drawing another reference",
+            small = too_small_for_borders(self.train.shapes[image], cfg)
+            why = (f": its shape {tuple(int(v) for v in self.train.shapes[image])} is too small for the borders "
+                   f"({small}; lower --len_border / --len_border_z / --len_depth or the crop size)" if small else
+                   f" in {cfg.max_trials} trials (--max_trials; --lung_max and --distance_threshold decide which "
+                   "corners pass)")
+            warnings.warn(f"class {c}: no corner found in {self.train.paths[image]}{why}; drawing another reference",
                           stacklevel=2)
 
     def _enough_neighbours(self, corner):
@@ -345,6 +360,16 @@ def generate_patterns(train_paths, val_paths, train_features, val_features, save
     generator = PatternGenerator(train_paths, val_paths, train_features, val_features, save, cfg,
                                  prev_coordinates)
     return generator.run(progress)
+
+
+def too_small_for_borders(shape, cfg):
+    """'' when a corner can be drawn in a volume of `shape`, else which axis is too small and what it needs."""
+    needs = (("x", cfg.crop_rows + 1 + 2 * cfg.len_border, "2 * --len_border + --crop_rows + 1"),
+             ("y", cfg.crop_cols + 1 + 2 * cfg.len_border, "2 * --len_border + --crop_cols + 1"),
+             ("z", cfg.input_deps + cfg.len_depth + 1 + 2 * cfg.len_border_z,
+              "2 * --len_border_z + --input_deps + --len_depth + 1"))
+    return ", ".join(f"{axis} needs at least {need} = {rule}" for (axis, need, rule), size in zip(needs, shape)
+                     if int(size) < need)
 
 
 def find_corner(store, index, corners, cfg, py_rng, threshold, accept=None):
