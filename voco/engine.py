@@ -7,6 +7,7 @@ import torch
 from tqdm import tqdm
 
 from shared.checkpoint import rng_state, save_atomic
+from shared.timing import StepTimer
 from voco.data import flatten_batch
 
 
@@ -64,8 +65,8 @@ def train(args, model, student, optimizer, scheduler, scaler, dataset, info, log
             num_workers=args.workers, pin_memory=device.type == "cuda",
             persistent_workers=False)
         model.train()
-        t0 = time.time()
-        for batch in loader:
+        t0, timer = time.time(), StepTimer(device)
+        for batch in timer.wrap(loader):
             parts = train_step(model, student, batch, optimizer, scheduler, scaler, device, amp,
                                amp_dtype, args.grad_clip, args.max_grad_norm)
             if info.world_size > 1:  # log the mean over ranks, not rank 0's share of the batch
@@ -77,7 +78,7 @@ def train(args, model, student, optimizer, scheduler, scaler, dataset, info, log
             step = state["global_step"]
             lr = optimizer.param_groups[0]["lr"]
             if info.is_main:
-                logger.log(step, **parts, lr=lr, step_time_s=time.time() - t0)
+                logger.log(step, **parts, lr=lr, step_time_s=time.time() - t0, **timer.lap())
                 bar.update(1)
                 bar.set_postfix(loss=f"{parts['loss']:.4f}", pos=f"{parts['pos']:.3f}",
                                 neg=f"{parts['neg']:.3f}", reg=f"{parts['reg']:.3f}", lr=f"{lr:.2e}")

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from shared.checkpoint import load_checkpoint, save_atomic
 from shared.distributed import barrier, cleanup, init_distributed, seed_everything
 from shared.runlog import RunLogger
+from shared.timing import StepTimer
 from voco.data import SafeDataset, btcv_transforms, load_datalist
 from voco.export import load_voco_encoder
 from voco.models import swinunetr
@@ -285,9 +286,9 @@ def main(argv=None):
         if sampler is not None:
             sampler.set_epoch(epoch)
         ddp.train()
-        t0, losses = time.time(), []
-        for batch in tqdm(train_loader, desc=f"epoch {epoch}", disable=not info.is_main,
-                          leave=False, dynamic_ncols=True):
+        t0, losses, timer = time.time(), [], StepTimer(info.device)
+        for batch in timer.wrap(tqdm(train_loader, desc=f"epoch {epoch}", disable=not info.is_main,
+                                     leave=False, dynamic_ncols=True)):
             image, label = batch["image"].to(info.device), batch["label"].to(info.device)
             for p in model.parameters():
                 p.grad = None
@@ -299,10 +300,11 @@ def main(argv=None):
             if args.lr_per_iteration:
                 scheduler.step()
             losses.append(loss.item())
+        timing = timer.lap()
         if not args.lr_per_iteration:
             scheduler.step()
         logger.log(epoch + 1, train_loss=float(np.mean(losses)), lr=optimizer.param_groups[0]["lr"],
-                   epoch_time_s=time.time() - t0)
+                   epoch_time_s=time.time() - t0, **timing)
         if (epoch + 1) % args.val_every == 0 or epoch + 1 == args.max_epochs:
             if info.is_main:
                 mean, organs, per_case = validate(args, model, val_loader, info.device, amp, amp_dtype,
