@@ -55,7 +55,7 @@ PROFILES = {
                      workers=8),
         "lovt": dict(img=224, batch=32, arch="resnet50", bert=dict(hidden_size=768, num_layers=12, num_heads=12,
                                                                     intermediate_size=3072, vocab_size=28996),
-                     patients=80, steps=5, task="rsna_frozen_100", rsna_images=96, eval_steps=5, workers=8),
+                     patients=80, steps=5, task="object_frozen_100", task_images=96, eval_steps=5, workers=8),
     },
     "cpu": {
         "genesis": dict(width=4, batch=6, cube=(32, 32, 16), classes=4, per_class=1, steps=5, ft_batch=2,
@@ -65,8 +65,8 @@ PROFILES = {
         "voco": dict(feature=12, base_roi=32, num_crops=2, roi=64, batch=1, sw=1, window=2, hidden=32,
                      volumes=2, shape=(48, 48, 32), steps=3, ft_roi=64, ft_sw=1, ft_shape=(64, 64, 64),
                      workers=0),
-        "lovt": dict(img=64, batch=4, arch="resnet50", bert=dict(), patients=30, steps=2, task="rsna_frozen_100",
-                     rsna_images=12, eval_steps=2, workers=0),
+        "lovt": dict(img=64, batch=4, arch="resnet50", bert=dict(), patients=30, steps=2,
+                     task="object_frozen_100", task_images=24, eval_steps=2, workers=0),
     },
 }
 
@@ -267,31 +267,29 @@ def data_voco(root, p):
 
 def data_lovt(root, p):
     """A BERT of the configured size (random init, local tokenizer), MIMIC-CXR studies prepared by LoVT's
-    own preparation, and RSNA pneumonia images for the localized task (the sample-data writers)."""
+    own preparation, and object-CXR images for the localized task (the sample-data writers; the RSNA sample
+    is DICOM, written with SimpleITK, which the GPU machine lacks)."""
     from lovt.data.mimic_cxr import create_dataset
-    from lovt.evaluation.data import RSNA
+    from lovt.evaluation.data import OBJECT, SAMPLE_FOLDERS
     from lovt.evaluation.demo import prepare_sample
     from lovt.synthetic import build_tiny_language_model
+    from shared.sample_data.localized_extra import write_object_cxr
     from shared.sample_data.mimic import write_mimic
-    from shared.sample_data.xray import write_rsna
 
     bert = root / "bert"
     if not (bert / "config.json").is_file():
         build_tiny_language_model(bert, **p["bert"])
-    sample = root / "sample"
-    mimic = sample / "mimic-cxr-jpg"
-    prepared = root / "mimic_prepared"
-    if not prepared.is_dir():
-        if mimic.exists():
-            shutil.rmtree(mimic)
+    sample, prepared = root / "sample", root / "mimic_prepared"
+    if not (root / ".complete").is_file():  # all or nothing: the prepared dataset links to the images
+        for folder in (sample, prepared):
+            shutil.rmtree(folder, ignore_errors=True)
+        mimic = sample / "mimic-cxr-jpg"
         write_mimic(mimic, np.random.default_rng(0), n_patients=p["patients"])
         create_dataset(mimic, config="mimic-cxr_ap-pa", target_path=prepared, num_workers=1)
-    rsna = sample / "rsna-pneumonia"
-    if not (rsna / "stage_2_train_labels.csv").is_file():
-        if rsna.exists():
-            shutil.rmtree(rsna)
-        write_rsna(rsna, np.random.default_rng(1), n_images=p["rsna_images"])
-    prepare_sample(sample, RSNA)  # LoVT's own preparation of the downstream dataset, in place
+        n = p["task_images"]
+        write_object_cxr(sample / SAMPLE_FOLDERS[OBJECT], np.random.default_rng(1), n_train=n, n_dev=max(8, n // 4))
+        prepare_sample(sample, OBJECT)  # LoVT's own preparation of the downstream dataset, in place
+        (root / ".complete").write_text("ok\n")
     return bert, prepared, sample
 
 
@@ -463,7 +461,8 @@ def lovt_stages(run, data, p, device):
 def build_stages(method, out, device, profile=None):
     """(stages, data-making function) of one method under <out>/<method>."""
     p = (profile or PROFILES[device])["genesis" if method in ("semantic_genesis", "transvw") else method]
-    run, data_root = out / method, out / "data" / ("genesis" if method in ("semantic_genesis", "transvw") else method)
+    family = "genesis" if method in ("semantic_genesis", "transvw") else method
+    run, data_root = out / method, out / "data" / device / family  # sizes differ per device: data too
     data_root.mkdir(parents=True, exist_ok=True)
     if method in ("semantic_genesis", "transvw"):
         return genesis_stages(method, run, data_genesis(data_root, p), p, device)
