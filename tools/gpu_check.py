@@ -349,8 +349,8 @@ def dira_stages(run, images, p, device):
     amp = ["--amp", "bf16"] if device == "cuda" else []
     common = [str(images), "-a", p["arch"], "--mlp", "--moco-t", "0.2", "--cos", "--moco-k", str(p["moco_k"]),
               "--img_size", str(p["img"]), "-j", str(p["workers"]), "--train_list", str(root / "train.txt"),
-              "--val_list", str(root / "val.txt"), "--max_steps_per_epoch", str(p["steps"]), "--seed", "0",
-              "--preview_images", "0", "-p", "1", *amp]
+              "--val_list", str(root / "val.txt"), "--max_steps_per_epoch", str(p["steps"]),
+              "--preview_images", "0", "-p", "1", *amp]  # no --seed: it turns cuDNN autotuning off
 
     def stage_args(out, mode, batch, epochs, more=()):
         return common + ["--mode", mode, "--batch-size", str(batch), "--epochs", str(epochs),
