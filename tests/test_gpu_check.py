@@ -2,7 +2,7 @@
 
 The CPU check of one method (Semantic Genesis: plain, torchrun, kill + resume; about a minute on 2 busy cores)
 runs in the CPU suite. The whole CPU check launches about 30 processes, each starting torch, MONAI or Lightning
-(~10 s apiece on these cores) and VoCo's smallest SwinUNETR needs 64^3 crops (~20 s a step): 20+ minutes, so
+(~10 s apiece on these cores) and VoCo's smallest SwinUNETR needs 64^3 crops (~20 s a step): ~15 minutes, so
 it is marked slow. Likewise the two-node launch: the Genesis CLI here, the other four marked slow.
 """
 
