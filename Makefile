@@ -42,10 +42,10 @@ METHODS := semantic_genesis transvw dira voco lovt
 DEMOS :=
 BENCHES :=
 
-.PHONY: help install test test-all lint sample-data demo bench clean $(addprefix export-,$(METHODS))
+.PHONY: help install test test-all lint sample-data demo bench gpu-check clean $(addprefix export-,$(METHODS))
 
 help:
-	@echo "make install | test | test-all | lint | sample-data | demo | demo-<method> | bench"
+	@echo "make install | test | test-all | lint | sample-data | demo | demo-<method> | bench | gpu-check [DEVICE=cpu]"
 	@echo "make pretrain-<method> GPUS=N DATA=... ARGS=\"...\" | finetune-<method> ... | export-<method> DEST=dir"
 	@echo "methods: $(METHODS)"
 
@@ -87,6 +87,13 @@ bench: $(STAMP)
 $(addprefix export-,$(METHODS)): export-%: $(STAMP)
 	@test -n "$(DEST)" || { echo "usage: make $@ DEST=<folder>"; exit 2; }
 	$(PY) -m shared.export $* $(DEST)
+
+# Every method's CLI on one device (plain, torchrun, kill + resume), timed: $(RUNS)/gpu_check/report.md.
+# DEVICE=cpu runs the same code paths at tiny sizes; GPU_CHECK_ARGS="--methods dira --peak_tflops 989" etc.
+DEVICE ?= cuda
+GPU_CHECK_ARGS ?=
+gpu-check: $(STAMP)
+	$(PY) tools/gpu_check.py --device $(DEVICE) --out $(RUNS)/gpu_check $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(RUNS) .pytest_cache .ruff_cache

@@ -10,6 +10,7 @@ from tqdm import tqdm
 from dira import losses
 from dira.models import dist_world_size
 from shared.guards import check_finite_loss, inject_nan
+from shared.timing import StepTimer
 
 
 def autocast(device, amp):
@@ -86,7 +87,8 @@ def train_one_epoch(model, discriminator, loader, opt_g, opt_d, scaler_g, scaler
     sums, count = {}, 0
     steps = len(loader) if not args.max_steps_per_epoch else min(len(loader), args.max_steps_per_epoch)
     bar = tqdm(loader, total=steps, desc=f"epoch {epoch}", disable=not main, leave=False, dynamic_ncols=True)
-    for it, batch in enumerate(bar):
+    timer = StepTimer(device)
+    for it, batch in enumerate(timer.wrap(bar)):
         if it >= steps:
             break
         if args.method == "barlowtwins":
@@ -120,7 +122,7 @@ def train_one_epoch(model, discriminator, loader, opt_g, opt_d, scaler_g, scaler
             scalars = {k: float(v.detach()) for k, v in parts.items()}
             bar.set_postfix({k: f"{v:.4f}" for k, v in scalars.items()})
             if logger is not None:
-                logger.log(global_step, epoch=epoch, lr=opt_g.param_groups[0]["lr"], **scalars)
+                logger.log(global_step, epoch=epoch, lr=opt_g.param_groups[0]["lr"], **scalars, **timer.lap())
     return {k: float(v) / max(count, 1) for k, v in sums.items()}
 
 

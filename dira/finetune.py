@@ -36,6 +36,8 @@ from dira import transfer
 from dira.data import ImageReadError, load_image, read_image_list
 from shared.distributed import seed_everything
 from shared.losses import dice_coef_loss
+from shared.runlog import RunLogger
+from shared.timing import StepTimer
 from shared.weights import load_pretrained
 
 NORMALIZATION = {"imagenet": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
@@ -187,11 +189,11 @@ def dice_iou(pred, target):
             "mean_dice": per_dice.mean().item(), "mean_iou": per_iou.mean().item()}
 
 
-def run_epoch(model, loader, criterion, device, optimizer=None):
+def run_epoch(model, loader, criterion, device, optimizer=None, timer=None):
     model.train(optimizer is not None)
     total, n = 0.0, 0
     with torch.set_grad_enabled(optimizer is not None):
-        for x, y in loader:
+        for x, y in timer.wrap(loader) if timer is not None else loader:
             x, y = x.to(device), y.to(device)
             loss = criterion(model(x), y)
             if optimizer is not None:
@@ -229,13 +231,17 @@ def train_trial(args, trial, device):
                                            drop_last=False)
                for i, s in enumerate(sets)]
     best, best_state, stale = float("inf"), None, 0
+    # per-epoch losses and step timing (data_wait_s, step_s) of this trial
+    logger, timer = RunLogger(Path(args.output_dir) / f"{args.task}_{args.init}_trial{trial}"), StepTimer(device)
     for epoch in tqdm(range(args.epochs), desc=f"{args.task} {args.init} trial {trial}", leave=False):
         if not cls:  # the benchmark sets lr0/2 * (1 + cos(pi * (t mod T) / T)) after epoch t
             t = max(epoch - 1, 0)
             for g in optimizer.param_groups:
                 g["lr"] = args.lr / 2 * (1 + math.cos(math.pi * (t % args.epochs) / args.epochs))
-        run_epoch(model, loaders[0], criterion, device, optimizer)
+        train_loss = run_epoch(model, loaders[0], criterion, device, optimizer, timer)
+        timing = timer.lap()
         val_loss = run_epoch(model, loaders[1], criterion, device)
+        logger.log(epoch + 1, train_loss=train_loss, val_loss=val_loss, **timing)
         if scheduler is not None:
             scheduler.step(val_loss)
         if val_loss < best:
@@ -245,6 +251,7 @@ def train_trial(args, trial, device):
             stale += 1
             if stale > args.patience:
                 break
+    logger.close()
     model.load_state_dict(best_state)
     model.eval()
     outs, targets = [], []

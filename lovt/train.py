@@ -126,6 +126,31 @@ class FlushLogsCallback(Callback):
             lg.save()
 
 
+class StepTimingCallback(Callback):
+    """Logs data_wait_s and step_s for each training batch (the columns of shared.timing, read by
+    tools/gpu_check.py). Lightning fetches the next batch between one batch's end hook and the next one's start
+    hook, so that gap is the time blocked in the loader's next(); step_s runs from one batch's end to the next."""
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._end = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        now, end = time.perf_counter(), self._end
+        self._end = now
+        if end is None:  # the epoch's first batch: no previous end to measure from
+            return
+        timing = {"data_wait_s": self._start - end, "step_s": now - end}
+        if pl_module.device.type == "cuda":
+            timing["peak_mem_gib"] = torch.cuda.max_memory_allocated(pl_module.device) / 2**30
+        for key, value in timing.items():
+            pl_module.log(key, value, on_step=True, on_epoch=False, batch_size=batch["scan"].shape[0])
+
+
 class AttentionPlotCallback(Callback):
     """After every validation epoch: each sentence's attention over the image regions for a few studies (PNG)."""
 
@@ -180,7 +205,7 @@ def run_training(cfg: DictConfig, run_dir, datasets=None) -> dict:
     data = PretrainDataModule(datasets or cfg.pretrain_dataset, pretrain_cfg, num_workers=num_workers,
                               dataset_path=cfg.dataset_path)
 
-    callbacks, checkpoint_cb = [RngStateCallback(), FlushLogsCallback()], None
+    callbacks, checkpoint_cb = [RngStateCallback(), FlushLogsCallback(), StepTimingCallback()], None
     for key, node in (cfg.get("callback") or {}).items():
         if key == "model_checkpoint":
             checkpoint_cb = instantiate(node, dirpath=str(run_dir / node.dirpath))

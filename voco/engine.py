@@ -8,6 +8,7 @@ from tqdm import tqdm
 
 from shared.checkpoint import fault_kill_at_step, rng_state, save_atomic
 from shared.guards import check_finite_loss, inject_nan
+from shared.timing import StepTimer
 from voco.data import flatten_batch
 
 
@@ -78,10 +79,9 @@ def train(args, model, student, optimizer, scheduler, scaler, dataset, info, log
             num_workers=args.workers, pin_memory=device.type == "cuda",
             persistent_workers=False)
         model.train()
-        t0 = time.time()
+        t0, timer = time.time(), StepTimer(device)
         make_crops = getattr(dataset, "device_crops", None)  # --crops_on device
-        for batch in loader:
-            data_wait = time.time() - t0
+        for batch in timer.wrap(loader):
             fault_kill_at_step(state["global_step"] + 1)  # test-only hook, inert unless set
             if make_crops is not None:
                 batch = make_crops(batch, device)
@@ -96,7 +96,7 @@ def train(args, model, student, optimizer, scheduler, scaler, dataset, info, log
             step = state["global_step"]
             lr = optimizer.param_groups[0]["lr"]
             if info.is_main:
-                logger.log(step, **parts, lr=lr, step_time_s=time.time() - t0, data_wait_s=data_wait)
+                logger.log(step, **parts, lr=lr, step_time_s=time.time() - t0, **timer.lap())
                 bar.update(1)
                 bar.set_postfix(loss=f"{parts['loss']:.4f}", pos=f"{parts['pos']:.3f}",
                                 neg=f"{parts['neg']:.3f}", reg=f"{parts['reg']:.3f}", lr=f"{lr:.2e}")

@@ -35,6 +35,7 @@ from shared.distributed import barrier, cleanup, init_distributed, seed_everythi
 from shared.guards import check_finite_loss, inject_nan
 from shared.runfolder import check_checkpoint_run, claim_run_folder
 from shared.runlog import RunLogger
+from shared.timing import StepTimer
 from voco.data import SafeDataset, btcv_transforms, count_skipped, load_datalist
 from voco.export import load_voco_encoder
 from voco.models import swinunetr
@@ -331,9 +332,9 @@ def main(argv=None):
         if sampler is not None:
             sampler.set_epoch(epoch)
         ddp.train()
-        t0, losses = time.time(), []
-        for batch in tqdm(train_loader, desc=f"epoch {epoch}", disable=not info.is_main,
-                          leave=False, dynamic_ncols=True):
+        t0, losses, timer = time.time(), [], StepTimer(info.device)
+        for batch in timer.wrap(tqdm(train_loader, desc=f"epoch {epoch}", disable=not info.is_main,
+                                     leave=False, dynamic_ncols=True)):
             image, label = batch["image"].to(info.device), batch["label"].to(info.device)
             for p in model.parameters():
                 p.grad = None
@@ -348,10 +349,11 @@ def main(argv=None):
             if args.lr_per_iteration:
                 scheduler.step()
             losses.append(loss.item())
+        timing = timer.lap()
         if not args.lr_per_iteration:
             scheduler.step()
         logger.log(epoch + 1, train_loss=float(np.mean(losses)), lr=optimizer.param_groups[0]["lr"],
-                   epoch_time_s=time.time() - t0)
+                   epoch_time_s=time.time() - t0, **timing)
         if (epoch + 1) % args.val_every == 0 or epoch + 1 == args.max_epochs:
             if info.is_main:
                 mean, organs, per_case, cases = validate(args, model, val_loader, info.device, amp, amp_dtype,

@@ -33,6 +33,7 @@ from lovt.baselines.models import BYOL, PixelPro, SimCLR, SupervisedClassifier, 
 from shared.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 from shared.distributed import seed_everything
 from shared.runlog import RunLogger
+from shared.timing import StepTimer
 
 # the original's configs/baseline/*.yaml (+ its fixed trainer settings)
 _COMMON = {"batch_size": 64, "max_epochs": 100, "seed": 12345}
@@ -180,7 +181,9 @@ def train_baseline(config, datasets, out_dir, *, init_weights=None, input_size=2
                 g["lr"] = warmup_cosine_lr(epoch, cfg["lr"], cfg["warmup_epochs"], cfg["max_epochs"],
                                            original_zero_warmup_bug=original_zero_warmup_bug)
         model.train()
-        for batch in tqdm(loaders["train"], desc=f"{config} epoch {epoch}", disable=not progress, leave=False):
+        timer = StepTimer(device)
+        bar = tqdm(loaders["train"], desc=f"{config} epoch {epoch}", disable=not progress, leave=False)
+        for batch in timer.wrap(bar):
             batch = {k: v.to(device) for k, v in batch.items()}
             if views is not None and method == "byol":
                 batch["view1"], batch["view2"] = views(batch["scan"]), views(batch["scan"])
@@ -190,7 +193,7 @@ def train_baseline(config, datasets, out_dir, *, init_weights=None, input_size=2
             optimizer.step()
             if hasattr(model, "update_target"):
                 model.update_target()
-            log.log(state["step"], **{"train/loss": loss.item(), "lr": optimizer.param_groups[0]["lr"]})
+            log.log(state["step"], **{"train/loss": loss.item(), "lr": optimizer.param_groups[0]["lr"]}, **timer.lap())
             state["step"] += 1
             if max_steps and state["step"] >= max_steps:
                 break

@@ -20,6 +20,7 @@ from shared.checkpoint import save_atomic
 from shared.distributed import seed_everything
 from shared.guards import check_finite_loss, inject_nan
 from shared.runlog import RunLogger
+from shared.timing import StepTimer
 
 from .backbone import build_backbone
 from .data import build_split, collate
@@ -150,7 +151,8 @@ def run_downstream(task, backbone_weights, out_dir, *, learning_rate=None, seed=
     best_path = out_dir / "checkpoints" / "best.pt"
     for epoch in range(max_epochs):
         bar = tqdm(loaders["train"], desc=f"{task.name} epoch {epoch}", disable=not progress, leave=False)
-        for batch in bar:
+        timer = StepTimer(device)
+        for batch in timer.wrap(bar):
             warm = not task.frozen and step < task.frozen_warmup_steps
             frozen = task.frozen or warm
             _set_frozen(model, frozen)
@@ -166,7 +168,7 @@ def run_downstream(task, backbone_weights, out_dir, *, learning_rate=None, seed=
             scaler.step(optimizer)
             scaler.update()
             log.log(step, **{"train/loss": loss.item(), "lr": optimizer.param_groups[0]["lr"],
-                             **{f"train/{k}": float(v) for k, v in parts.items()}})
+                             **{f"train/{k}": float(v) for k, v in parts.items()}, **timer.lap()})
             bar.set_postfix(loss=f"{loss.item():.4f}")
             step += 1
             if max_steps and step >= max_steps:

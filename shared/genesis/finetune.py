@@ -39,6 +39,7 @@ from shared.guards import check_finite_loss, inject_nan
 from shared.losses import dice_coef_loss, dice_score
 from shared.runfolder import check_checkpoint_run, claim_run_folder
 from shared.runlog import RunLogger
+from shared.timing import StepTimer
 from shared.unet3d import UNet3D
 from shared.weights import load_pretrained
 
@@ -381,8 +382,9 @@ def _run(args, task, info, amp):
         if sampler is not None:
             sampler.set_epoch(epoch)
         net.train()
-        total, count = 0.0, 0
-        for x, y in tqdm(loaders["train"], desc=f"epoch {epoch + 1}", leave=False, disable=not info.is_main):
+        total, count, timer = 0.0, 0, StepTimer(device)
+        bar = tqdm(loaders["train"], desc=f"epoch {epoch + 1}", leave=False, disable=not info.is_main)
+        for x, y in timer.wrap(bar):
             x, y = x.to(device), y.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 out = net(x)
@@ -393,9 +395,10 @@ def _run(args, task, info, amp):
             optimizer.step()
             step += 1
             total, count = total + loss.item() * len(x), count + len(x)
+        timing = timer.lap()
         val_loss, val_metric = evaluate(model, loaders["val"], task, n_class, device, amp, "val")
         logger.log(step, epoch=epoch + 1, train_loss=total / max(count, 1), val_loss=val_loss,
-                   **{f"val_{metric_name}": val_metric})
+                   **{f"val_{metric_name}": val_metric}, **timing)
         if info.is_main:
             print(f"epoch {epoch + 1}: train {total / max(count, 1):.4f} val {val_loss:.4f} "
                   f"{metric_name} {val_metric:.4f} ({time.time() - t0:.1f}s)")

@@ -35,6 +35,7 @@ from shared.genesis.restoration import TRANSFORMS, central_slices, restoration_p
 from shared.guards import check_finite_loss, inject_nan
 from shared.runfolder import check_checkpoint_run, claim_run_folder
 from shared.runlog import RunLogger, save_image_grid
+from shared.timing import StepTimer
 from shared.unet3d import ClassificationNet3D, YNet3D
 from shared.weights import load_pretrained
 
@@ -249,7 +250,8 @@ class Trainer:
         sums = torch.zeros(4, device=self.device)  # loss, mse, ce, n
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1} train", disable=not self.info.is_main,
                    leave=False)
-        for batch in bar:
+        timer = StepTimer(self.device)
+        for batch in timer.wrap(bar):
             fault_kill_at_step(self.step + 1)  # test-only hook, inert unless SSL_MED_FAULT_KILL_STEP is set
             inputs, targets, labels, _ = self._prepare(batch, "train")
             _, (loss, mse, ce) = self._forward(inputs, targets, labels)
@@ -264,7 +266,8 @@ class Trainer:
                                  torch.tensor(float(n), device=self.device)])
             if self.step % 5 == 0 or self.step == 1:
                 bar.set_postfix(loss=f"{loss.item():.4f}")
-                self.logger.log(self.step, train_loss=loss.item(), train_mse=mse.item(), train_ce=ce.item())
+                self.logger.log(self.step, train_loss=loss.item(), train_mse=mse.item(), train_ce=ce.item(),
+                                **timer.lap())
             if self.args.max_steps and self.step >= self.args.max_steps:
                 break
         sums = _all_reduce(sums)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import SimpleITK as sitk
 from scipy import ndimage
 
 from .phantoms import branching_tree, ellipsoid, segment, smooth_noise, soft_ellipsoid
@@ -142,6 +141,8 @@ def chest_ct(rng, spacing):
 
 def write_luna16(root: Path, rng, n_patients=16, n_subsets=2):
     """LUNA16 layout: subset<k>/<seriesuid>.mhd/.raw, annotations.csv, candidates.csv."""
+    import SimpleITK as sitk  # here, not at the top: the other datasets are written without it (GPU check)
+
     ann, cand = [], []
     for i in range(n_patients):
         uid = LUNA_UID_PREFIX + str(rng.integers(1, 10)) + "".join(map(str, rng.integers(0, 10, 29)))

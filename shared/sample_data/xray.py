@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 from PIL import Image
 
 from .ct import _write_csv
@@ -29,6 +28,8 @@ SIIM_UID_ROOT = "1.2.276.0.7230010.3.1"
 def write_dicom(img: np.ndarray, path: Path, tags: dict):
     """8-bit MONOCHROME2 DICOM via SimpleITK/GDCM; UIDs, dates and times come from `tags` so the bytes
     depend only on the inputs (GDCM would otherwise stamp fresh UIDs and the current time)."""
+    import SimpleITK as sitk  # here, not at the top: the PNG/JPEG datasets are written without it (GPU check)
+
     im = sitk.GetImageFromArray(img)
     fixed = {
         "0008|0020": "20190101",
