@@ -6,6 +6,7 @@ tokens are contextualised by the whole report; the sentence vectors are element-
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
@@ -50,15 +51,23 @@ class ReportTokenizer:
         if flat:  # transformers 5: __call__ (batch_encode_plus is gone)
             ids = self.tokenizer(flat, add_special_tokens=False, truncation=True,
                                  max_length=self.max_content)["input_ids"]
-        samples, k = [], 0
+        per_report, k = [], 0
         for sentences in reports:
+            per_report.append(ids[k: k + len(sentences)])
+            k += len(sentences)
+        return self.pack(per_report)
+
+    def pack(self, reports_ids: Sequence[Sequence[Sequence[int]]]) -> dict:
+        """Per report, the token ids of each sentence (no special tokens, each already truncated to max_length-2;
+        e.g. stored by lovt/data/tokenized.py) -> the batch tensors of __call__."""
+        samples = []
+        for sentence_ids in reports_ids:
             kept, total = [], 0
-            for s_ids in ids[k: k + len(sentences)]:
+            for s_ids in sentence_ids:
                 if total + len(s_ids) > self.max_content:
                     break
                 kept.append(s_ids)
                 total += len(s_ids)
-            k += len(sentences)
             samples.append([s for s in kept if len(s) > 0])
         B = len(samples)
         S = max(1, max(len(s) for s in samples))
@@ -70,9 +79,8 @@ class ReportTokenizer:
         sentence_mask = torch.zeros(B, S, dtype=torch.bool)
         sentence_token_mask = torch.zeros(B, S, L, dtype=torch.bool)
         for b, sentences in enumerate(samples):
-            content = [t for s in sentences for t in s]
-            row = [self.tokenizer.cls_token_id] + content + [self.tokenizer.sep_token_id]
-            input_ids[b, : len(row)] = torch.tensor(row)
+            row = np.concatenate([[self.tokenizer.cls_token_id], *sentences, [self.tokenizer.sep_token_id]])
+            input_ids[b, : len(row)] = torch.from_numpy(row.astype(np.int64))
             attention_mask[b, : len(row)] = True
             special[b, 0] = special[b, len(row) - 1] = True
             for s, t in enumerate(sentences):
