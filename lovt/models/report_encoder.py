@@ -177,7 +177,10 @@ def build_tiny_bert(folder, corpus: list[str], hidden_size: int = 32, num_layers
     wp = BertWordPieceTokenizer(lowercase=True)
     wp.train_from_iterator(list(corpus) or ["empty"], vocab_size=vocab_size, min_frequency=1)
     wp.save_model(str(folder))
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    # transformers 5 reads the vocabulary from `vocab` (it ignores vocab_file: only the 5 special tokens, all [UNK])
+    tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=True)
+    if tokenizer.vocab_size <= 5:
+        raise RuntimeError(f"{folder / 'vocab.txt'}: the tokenizer did not load the trained vocabulary")
     tokenizer.save_pretrained(folder)
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
