@@ -8,6 +8,8 @@ distributed  torchrun/DDP set-up that also runs as one CPU process
 guards       stop on a non-finite loss naming the step (and the test-only NaN injection hook)
 runlog       run folder: config, metrics CSV, TensorBoard, plots and image grids
 demo, bench  the `make demo` summary rows and `make bench` records
+image_cache  decode-once cache of 2D image sets: one memory-mapped uint8 file plus an index, keyed by settings
+augment2d    batched torchvision-equivalent 2D augmentation with per-sample parameters (GPU or loader workers)
 export       `make export-<method>`: a method folder plus shared/ as a standalone copy
 sample_data  the seeded sample datasets in the originals' on-disk layouts
 genesis      the engine Semantic Genesis and TransVW share (self-discovery, restoration, pre-training,
