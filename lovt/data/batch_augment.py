@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as nnf
 
+from lovt.data.transforms import _cv2, _gaussian_1d
 from shared import augment2d
 
 
@@ -97,12 +98,14 @@ class BatchScanTransform:
     The arguments are ScanTransform's (same config, statistics and flags). `draw(sizes)` draws every sample's
     parameters (CPU, torch's global generator or `generator`); `apply(images, sizes, params)` is deterministic
     given them; `__call__(images, sizes)` does both. crop_impl: shared.augment2d.resized_crop's ("auto":
-    batched matrix products on CUDA, a loop of torchvision's kernels on the CPU).
+    batched matrix products on CUDA, a loop of torchvision's kernels on the CPU). opencv_blur: blur CPU batches
+    with OpenCV (faster) instead of shared.augment2d's grouped convolution (used on GPUs).
     """
 
     def __init__(self, config=None, image_size=(224, 224), dataset_stats: dict | None = None, val: bool = False,
                  legacy_half_normalization: bool = False, gaussian_blur_switchable: bool = False,
-                 exact_square_pad: bool = False, out_channels: int = 3, generator=None, crop_impl: str = "auto"):
+                 exact_square_pad: bool = False, out_channels: int = 3, generator=None, crop_impl: str = "auto",
+                 opencv_blur: bool = True):
         from lovt.data.transforms import ScanAugmentationConfig, ScanTransform
 
         config = config or ScanAugmentationConfig()
@@ -112,7 +115,7 @@ class BatchScanTransform:
         self.mean, self.std, self.out_channels = ref.pixel_mean, ref.pixel_std, out_channels
         self.size = tuple(image_size)[0]
         self.config, self.generator = config, generator
-        self.exact_square_pad, self.crop_impl = exact_square_pad, crop_impl
+        self.exact_square_pad, self.crop_impl, self.opencv_blur = exact_square_pad, crop_impl, opencv_blur
         augment = config.augment and not val
         self.crop = augment and config.random_crop
         self.flip = augment and config.random_horizontal_flip
@@ -157,9 +160,22 @@ class BatchScanTransform:
         if "jitter" in params:
             x = augment2d.color_jitter(x, params["jitter"])
         if "blur" in params:
-            x = augment2d.gaussian_blur(x, *params["blur"], self.kernel)
+            x = self._blur(x, *params["blur"])
         x = (x - self.mean) / self.std
         return x.expand(-1, self.out_channels, -1, -1) if self.out_channels != x.shape[1] else x
+
+    def _blur(self, x: torch.Tensor, apply: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        if not (self.opencv_blur and x.device.type == "cpu" and x.dtype == torch.float32 and _cv2 is not None):
+            return augment2d.gaussian_blur(x, apply, sigma, self.kernel)
+        # in loader workers: OpenCV's separable filter, ~10x faster than grouped convolutions on a CPU (as
+        # ScanTransform's SeparableGaussianBlur); the same result up to float rounding
+        out, src = x.clone(), x.contiguous().numpy()
+        dst = out.numpy()
+        for i in apply.nonzero()[:, 0].tolist():
+            k = _gaussian_1d(self.kernel, float(sigma[i])).numpy()
+            for c in range(x.shape[1]):
+                _cv2.sepFilter2D(src[i, c], -1, k, k, dst=dst[i, c], borderType=_cv2.BORDER_REFLECT_101)
+        return out
 
     def __call__(self, images: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
         return self.apply(images, sizes, self.draw(sizes.cpu()))

@@ -171,9 +171,10 @@ def test_affine_equals_torchvision_bit_for_bit():
     assert torch.equal(affine_nearest(x, p), ref)
 
 
-def test_batched_pipeline_equals_per_sample_ops_given_the_same_parameters():
+@pytest.mark.parametrize("opencv_blur", [True, False])  # loader workers / the conv blur used on GPUs
+def test_batched_pipeline_equals_per_sample_ops_given_the_same_parameters(opencv_blur):
     size, stats_ = 48, {"pixel_mean": 0.4, "pixel_std": 0.2}
-    batch = BatchScanTransform(image_size=(size, size), dataset_stats=stats_,
+    batch = BatchScanTransform(image_size=(size, size), dataset_stats=stats_, opencv_blur=opencv_blur,
                                generator=torch.Generator().manual_seed(1))
     g = torch.Generator().manual_seed(0)
     scans = [torch.randint(0, 256, (1, h, w), dtype=torch.uint8, generator=g) for h, w in
