@@ -183,14 +183,14 @@ def train_feed(model, loader, steps: int, device, augment=None, precision: str =
 
 
 def feed_records(model, path, tokenizer, size: int, batch: int, cache_size: int, workers: int, steps: int,
-                 device, device_label: str, data_label: str) -> list:
+                 device, device_label: str, data_label: str, max_length: int = 512) -> list:
     """Training images/s and data-wait share with the files path and the cached path (augmentation on the device),
     bf16 autocast, channels-last ResNet. Meant for CUDA; runs anywhere."""
     from torch.utils.data import DataLoader, RandomSampler
 
     from shared.bench import record
 
-    paths = loaders(path, tokenizer, size, batch, cache_size)
+    paths = loaders(path, tokenizer, size, batch, cache_size, max_length)
     augment = paths.pop("augment")
     model.model_a.encoder.use_channels_last(True)
     out = []

@@ -330,3 +330,25 @@ def test_cache_path_needs_a_prepared_folder_and_valid_keys(prepared):
     with pytest.raises(ValueError, match="prepared dataset folder"):
         FastPretrainDataModule({"train": [], "validation": []}, config, tokenizer=prepared[2],
                                data_path="cache").setup("fit")
+
+
+def test_bench_feed_measurement_runs_on_cpu(prepared):
+    """The GPU benchmark's training feed (bf16 autocast, channels-last, augmentation on the device), on the CPU."""
+    from hydra import compose, initialize_config_dir
+
+    import lovt.train as train
+    from lovt.bench_loader import feed_records
+    from lovt.models import BiModalModel, model_config
+    from lovt.synthetic import tiny_overrides
+
+    path, bert, tokenizer = prepared
+    with initialize_config_dir(config_dir=train.CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train_representation", overrides=["+experiment=LoVT_100"] + tiny_overrides(bert, arch="resnet18")
+                      + [f"pretrain_model.encoder_b.max_length={MAX_LENGTH}"])
+    records = feed_records(BiModalModel(model_config(cfg.pretrain_model)), path, tokenizer, 64, 4, CACHE_SIZE, 0, 2,
+                           torch.device("cpu"), "cpu", "sample", max_length=MAX_LENGTH)
+    values = {r["name"]: r["value"] for r in records}
+    assert set(values) == {f"{k}_{p}" for k in ("train_images_per_s", "data_wait_share")
+                           for p in ("files", "cache_device_aug")}
+    assert all(v > 0 for k, v in values.items() if k.startswith("train"))
+    assert all(0 <= v <= 100 for k, v in values.items() if k.startswith("data_wait"))
