@@ -1,6 +1,8 @@
 """`make bench-lovt`: image-report pairs/s, step time and peak memory of LoVT training steps (fp32 and mixed
-precision), the data loader's pairs/s on the prepared sample dataset, and the downstream heads' training
-images/s (YOLOv3, U-Net, linear; frozen vs fine-tuned backbone). Writes runs/bench/lovt.json.
+precision), the data loader's pairs/s on the prepared sample dataset, the original-style vs the cached input path
+(loader samples/s per core and the speed-up; on CUDA the train images/s and data-wait share each feeds:
+lovt/bench_loader.py), and the downstream heads' training images/s (YOLOv3, U-Net, linear; frozen vs fine-tuned
+backbone). Writes runs/bench/lovt.json.
 
     python lovt/bench.py [--size 224] [--batch 32] [--full_bert] [--steps 10] [--workers 4] [--no-heads]
                          [--no-input_paths] [--jpeg_size 2544x3056] [--cache_size 256]
