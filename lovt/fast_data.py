@@ -37,6 +37,8 @@ class FastPretrainDataModule(PretrainDataModule):
         self.data_path, self.augment_on, self.cache_size = data_path, augment_on, cache_size
         self.scan_transforms = {}  # split -> BatchScanTransform (cache path)
         self.collates = {}
+        self.augment_generator = None  # augment_on=device: the draws' generator (None: torch's global one)
+        self._restored_rng = None
 
     def on_device(self) -> bool:
         """Whether the cache path augments on the training device (resolves augment_on=auto)."""
@@ -68,6 +70,14 @@ class FastPretrainDataModule(PretrainDataModule):
         enc_a, enc_b = self.config.encoder_a, self.config.encoder_b
         fractions = {"train": cfg.train_subset, "validation": cfg.val_subset, "test": cfg.test_subset}
         on_device = self.on_device()
+        if on_device:
+            # drawn in the training process: one generator per rank (seed + rank; global seeds are equal on all
+            # ranks), its state in the checkpoint (state_dict). Worker processes draw from their own seeded RNG.
+            trainer = getattr(self, "trainer", None)
+            rank = trainer.global_rank if trainer is not None else 0
+            self.augment_generator = torch.Generator().manual_seed(torch.initial_seed() + rank)
+            if self._restored_rng is not None:
+                self.augment_generator.set_state(self._restored_rng)
         self.datasets = {}
         for split in ("train", "validation", "test"):
             val = split != "train" and not self.config.augment_on_validation
@@ -77,7 +87,7 @@ class FastPretrainDataModule(PretrainDataModule):
                                         with_text=split != "train", **view)
             self.datasets[split] = apply_subset(ds, fractions[split])
             self.scan_transforms[split] = BatchScanTransform(enc_a.data_augmentation, tuple(enc_a.input_size),
-                                                             stats, val=val)
+                                                             stats, val=val, generator=self.augment_generator)
             self.collates[split] = CachedPretrainCollator(
                 self.tokenizer, enc_b.max_length, None if on_device else self.scan_transforms[split])
 
@@ -89,6 +99,16 @@ class FastPretrainDataModule(PretrainDataModule):
         return DataLoader(self.datasets[split], batch_size=self.config.batch_size, shuffle=train, drop_last=train,
                           num_workers=self.num_workers, pin_memory=self.pin_memory and torch.cuda.is_available(),
                           collate_fn=self.collates[split], persistent_workers=self.persistent_workers)
+
+    def state_dict(self):
+        """Saved in Lightning checkpoints: the device-side augmentation generator (resume draws what a run
+        without interruption would have drawn)."""
+        return {} if self.augment_generator is None else {"augment_rng": self.augment_generator.get_state()}
+
+    def load_state_dict(self, state_dict):
+        self._restored_rng = state_dict.get("augment_rng")
+        if self._restored_rng is not None and self.augment_generator is not None:  # Lightning: after setup
+            self.augment_generator.set_state(self._restored_rng)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
         if isinstance(batch, dict) and "scan_uint8" in batch:

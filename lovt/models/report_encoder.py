@@ -166,21 +166,30 @@ def build_tiny_bert(folder, corpus: list[str], hidden_size: int = 32, num_layers
                     intermediate_size: int = 64, vocab_size: int = 600, seed: int = 0) -> Path:
     """Write a small random-init BERT (config.json, weights, vocab.txt) usable as `language_encoder`.
 
-    Tests and demos use it instead of downloading Bio_ClinicalBERT; the WordPiece vocabulary is trained on `corpus`
-    with `tokenizers` (lower-cased, like Bio_ClinicalBERT's tokenizer defaults).
+    Tests and demos use it instead of downloading Bio_ClinicalBERT. The WordPiece vocabulary comes from `corpus`
+    (lower-cased, like Bio_ClinicalBERT's tokenizer defaults): the special tokens, every character alone and as
+    a "##" continuation, then the corpus's words by frequency (ties alphabetical), up to vocab_size entries. It
+    is a function of the corpus alone: the `tokenizers` trainer breaks ties differently in every process, which
+    made tests that train on tokens depend on the process.
     """
-    from tokenizers import BertWordPieceTokenizer
+    from collections import Counter
+
+    from tokenizers.normalizers import BertNormalizer
+    from tokenizers.pre_tokenizers import BertPreTokenizer
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    wp = BertWordPieceTokenizer(lowercase=True)
-    wp.train_from_iterator(list(corpus) or ["empty"], vocab_size=vocab_size, min_frequency=1)
-    wp.save_model(str(folder))
+    normalize, split = BertNormalizer(lowercase=True), BertPreTokenizer()
+    counts = Counter(w for text in corpus for w, _ in split.pre_tokenize_str(normalize.normalize_str(text)))
+    chars = sorted({c for w in counts for c in w})
+    words = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if len(w) > 1]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + [f"##{c}" for c in chars] + words
+    (folder / "vocab.txt").write_text("\n".join(vocab[: max(vocab_size, 5 + 2 * len(chars))]) + "\n")
     # transformers 5 reads the vocabulary from `vocab` (it ignores vocab_file: only the 5 special tokens, all [UNK])
     tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=True)
     if tokenizer.vocab_size <= 5:
-        raise RuntimeError(f"{folder / 'vocab.txt'}: the tokenizer did not load the trained vocabulary")
+        raise RuntimeError(f"{folder / 'vocab.txt'}: the tokenizer did not load the vocabulary")
     tokenizer.save_pretrained(folder)
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,

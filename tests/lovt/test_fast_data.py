@@ -352,3 +352,33 @@ def test_bench_feed_measurement_runs_on_cpu(prepared):
                            for p in ("files", "cache_device_aug")}
     assert all(v > 0 for k, v in values.items() if k.startswith("train"))
     assert all(0 <= v <= 100 for k, v in values.items() if k.startswith("data_wait"))
+
+
+def test_device_augmentation_draws_resume_from_the_datamodule_state(prepared):
+    from hydra import compose, initialize_config_dir
+
+    import lovt.train as train
+    from lovt.fast_data import FastPretrainDataModule
+    from lovt.models import model_config
+    from lovt.synthetic import tiny_overrides
+
+    path, bert, tokenizer = prepared
+    with initialize_config_dir(config_dir=train.CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train_representation", overrides=["+experiment=LoVT_100"] + tiny_overrides(bert))
+    config = model_config(cfg.pretrain_model)
+
+    def datamodule():
+        dm = FastPretrainDataModule("mimic-cxr_sample", config, dataset_path=str(path), tokenizer=tokenizer,
+                                    data_path="cache", augment_on="device", cache_size=CACHE_SIZE)
+        dm.setup("fit")
+        return dm
+
+    first = datamodule()
+    batch = next(iter(first.train_dataloader()))
+    assert batch["scan_uint8"].dtype == torch.uint8 and "scan" not in batch  # augmented after the transfer
+    state = first.state_dict()
+    a = first.on_after_batch_transfer(dict(batch))["scan"]
+    assert a.shape == (4, 3, 64, 64) and not torch.equal(a, first.on_after_batch_transfer(dict(batch))["scan"])
+    resumed = datamodule()
+    resumed.load_state_dict(state)
+    assert torch.equal(resumed.on_after_batch_transfer(dict(batch))["scan"], a)
