@@ -7,6 +7,11 @@
 test list becomes Xray14_test_official.txt; train_val is split patient-wise into train and val. The
 original's split files (75,312 / 11,212 images, 12.96 % val) are not redistributed here: if you have
 them, pass them to train.py directly; this script's split is seeded and patient-disjoint like theirs.
+
+    python dira/prepare_chestxray14.py <NIH root> --out dataset --cache cache [--cache_size 512]
+
+also decodes the train and val lists' images once into image caches under `cache/` (for
+`train.py --data_path cache`; see dira/README.md). Unreadable or missing images are named and skipped.
 """
 
 import sys
@@ -47,6 +52,11 @@ def main(argv=None):
     p.add_argument("--out", default="dataset", help="folder for Xray14_{train,val,test}_official.txt")
     p.add_argument("--val_fraction", type=float, default=0.13, help="share of train_val patients for val")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache", default=None, metavar="DIR",
+                   help="also write decode-once image caches of the train and val lists under DIR")
+    p.add_argument("--cache_size", type=int, default=512, help="shorter side of the cached images in px")
+    p.add_argument("--images", default=None, help="image folder for --cache (default <root>/images)")
+    p.add_argument("--cache_workers", type=int, default=0, help="decoding processes for --cache (0: this one)")
     args = p.parse_args(argv)
     root = Path(args.root)
     for name in ("Data_Entry_2017.csv", "train_val_list.txt", "test_list.txt"):
@@ -72,6 +82,13 @@ def main(argv=None):
         path = out / f"Xray14_{split}_official.txt"
         path.write_text("\n".join(line(i, entries[i][1]) for i in images) + "\n")
         print(f"{path}: {len(images)} images")
+    if args.cache:
+        from dira.cache_data import build_list_cache
+
+        images_dir = args.images or str(root / "images")
+        for split in ("train", "val"):
+            build_list_cache(images_dir, out / f"Xray14_{split}_official.txt", args.cache, args.cache_size,
+                             workers=args.cache_workers)
 
 
 if __name__ == "__main__":

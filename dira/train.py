@@ -25,7 +25,7 @@ import torch.backends.cudnn as cudnn
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from dira import engine
+from dira import cache_data, engine
 from dira.data import ImageListDataset, TwoViewTransform
 from dira.models import DiRAUNet, Discriminator, build_generator, unet_of
 from shared.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
@@ -104,6 +104,13 @@ def get_args_parser():
     g.add_argument("--max_steps_per_epoch", default=0, type=int, help="cap on steps per epoch (0: all)")
     g.add_argument("--preview_images", default=4, type=int, help="images in the per-epoch PNG grid")
     g.add_argument("--wandb", default=None, type=str, help="wandb project (off by default)")
+    g.add_argument("--data_path", default="files", choices=["files", "cache"],
+                   help="files: decode each image per step (the original); cache: read the decode-once cache")
+    g.add_argument("--augment_on", default="auto", choices=["auto", "device", "workers"],
+                   help="with --data_path cache: batched augmentation on the device or in the loader workers "
+                        "(auto: device on CUDA, workers on the CPU)")
+    g.add_argument("--cache_dir", default="cache", type=str, help="root of the image caches (--data_path cache)")
+    g.add_argument("--cache_size", default=512, type=int, help="shorter side of the cached images in px")
     g.add_argument("--bt_projector", default="8192-8192-8192", type=str)
     g.add_argument("--bt_lambda", default=0.0051, type=float)
     g.add_argument("--bt_lr_biases", default=0.0048, type=float)
@@ -260,14 +267,22 @@ def train_process(rank, world_size, device, per_node, args):
     scaler_g = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
     scaler_d = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
 
-    transform = TwoViewTransform(args.mode, args.img_size, args.flip_target, args.strict_swap_overlap)
-    train_set = ImageListDataset(args.data, args.train_list, transform)
-    val_set = ImageListDataset(args.data, args.val_list, transform)
+    if args.data_path == "cache":  # decode-once cache, batched augmentation (dira/cache_data.py)
+        train_set, val_set = (cache_data.open_list_cache(lst, args.cache_dir, args.cache_size)
+                              for lst in (args.train_list, args.val_list))
+    else:
+        transform = TwoViewTransform(args.mode, args.img_size, args.flip_target, args.strict_swap_overlap)
+        train_set = ImageListDataset(args.data, args.train_list, transform)
+        val_set = ImageListDataset(args.data, args.val_list, transform)
     samplers = [torch.utils.data.DistributedSampler(s, world_size, rank, shuffle=True, seed=0)
                 for s in (train_set, val_set)]
-    loaders = [torch.utils.data.DataLoader(s, batch_size=batch_size, sampler=smp_, num_workers=workers,
-                                           pin_memory=device.type == "cuda", drop_last=True)
-               for s, smp_ in zip((train_set, val_set), samplers)]
+    if args.data_path == "cache":
+        loaders = [cache_data.make_loader(s, smp_, batch_size, workers, device, cache_data.cache_augment(args),
+                                          args.augment_on) for s, smp_ in zip((train_set, val_set), samplers)]
+    else:
+        loaders = [torch.utils.data.DataLoader(s, batch_size=batch_size, sampler=smp_, num_workers=workers,
+                                               pin_memory=device.type == "cuda", drop_last=True)
+                   for s, smp_ in zip((train_set, val_set), samplers)]
     train_loader, val_loader = loaders
     for name, loader, ds in (("train", train_loader, train_set), ("validation", val_loader, val_set)):
         if len(loader) == 0:
@@ -281,7 +296,9 @@ def train_process(rank, world_size, device, per_node, args):
     logger = RunLogger(run_dir, wandb=args.wandb, config={k: plain(v) for k, v in vars(args).items()},
                        enabled=main_process)
     preview = None
-    if main_process and args.mode != "di" and args.preview_images > 0:
+    if main_process and args.mode != "di" and args.preview_images > 0 and args.data_path == "cache":
+        preview = cache_data.preview_batch(val_set, args.preview_images, args)
+    elif main_process and args.mode != "di" and args.preview_images > 0:
         preview_tf = TwoViewTransform(args.mode, args.img_size, args.flip_target, args.strict_swap_overlap,
                                       with_clean_view=True)
         preview_set = ImageListDataset(args.data, args.val_list, preview_tf)

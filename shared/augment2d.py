@@ -16,8 +16,10 @@ Every transform is split in two:
 What torchvision does not do batched is written here: the crop + antialiased bilinear resize of a
 different box per sample as two batched matrix products with the ATen/PIL antialias weights
 (`impl="matmul"`; the default on CUDA) or, on the CPU, a loop of torchvision's `resized_crop` (fast
-uint8 kernels; `impl="loop"`); brightness/contrast/saturation as per-sample blends; the Gaussian blur
-as one grouped convolution with a kernel per sample. Hue alone is applied per sample (torchvision's
+uint8 kernels; `impl="loop"`); brightness/contrast/saturation as per-sample blends (on the CPU a loop
+of torchvision's adjust_* is cheaper and is the default there); the Gaussian blur as one grouped
+separable convolution with a kernel per sample (or PIL's three box passes, `kind="pil"`, the blur
+MoCo v2 and DiRA run through PIL). Hue alone is applied per sample (torchvision's
 `adjust_hue`), and only to 3-channel images (it does nothing on gray).
 
 Images are float (B, C, H, W) in [0, 1] after the crop; uint8 batches are scaled by 1/255 there.
@@ -38,17 +40,17 @@ BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)
 
 def stack_padded(images):
     """Stack HxW (or CxHxW) uint8 arrays/tensors into (B, C, Hmax, Wmax), zero-padded at the bottom and
-    right, and their sizes (B, 2) as int64 [height, width]. A collate_fn for cached images."""
-    arrays = [torch.as_tensor(np.asarray(im)) for im in images]
-    arrays = [a[None] if a.dim() == 2 else a for a in arrays]
-    sizes = torch.tensor([a.shape[-2:] for a in arrays], dtype=torch.int64)
-    h, w = (int(v) for v in sizes.max(0).values)
-    if all(a.shape[-2:] == (h, w) for a in arrays):
-        return torch.stack(arrays), sizes
-    out = torch.zeros((len(arrays), arrays[0].shape[0], h, w), dtype=arrays[0].dtype)
+    right, and their sizes (B, 2) as int64 [height, width]. A collate_fn for cached images (read-only
+    memory-mapped views are copied once, into the batch)."""
+    arrays = [np.asarray(im) for im in images]
+    arrays = [a[None] if a.ndim == 2 else a for a in arrays]
+    sizes = np.array([a.shape[-2:] for a in arrays], dtype=np.int64).reshape(-1, 2)
+    h, w = sizes.max(0)
+    same = bool((sizes == (h, w)).all())
+    out = (np.empty if same else np.zeros)((len(arrays), arrays[0].shape[0], h, w), dtype=arrays[0].dtype)
     for o, a in zip(out, arrays):
         o[:, :a.shape[-2], :a.shape[-1]] = a
-    return out, sizes
+    return torch.from_numpy(out), torch.from_numpy(sizes)
 
 
 def _uniform(shape, lo, hi, generator):
@@ -194,9 +196,7 @@ def adjust_saturation(x, factor):
 
 
 def adjust_hue(x, factor):
-    if x.shape[1] == 1 or (factor == 0).all():
-        return x
-    return torch.stack([F.adjust_hue(img, float(h)) for img, h in zip(x, factor)])
+    return x if x.shape[1] == 1 else torch.stack([F.adjust_hue(img, float(h)) for img, h in zip(x, factor)])
 
 
 _ADJUST = {BRIGHTNESS: adjust_brightness, CONTRAST: adjust_contrast, SATURATION: adjust_saturation, HUE: adjust_hue}
@@ -214,15 +214,39 @@ def _on_subset(x, mask, fn, *args):
     return x.index_copy(0, dev_idx, sub)
 
 
-def color_jitter(x, params):
-    """Apply ColorJitterParams to a float (B, C, H, W) batch in [0, 1]."""
+_TV_ADJUST = {BRIGHTNESS: F.adjust_brightness, CONTRAST: F.adjust_contrast, SATURATION: F.adjust_saturation,
+              HUE: F.adjust_hue}
+
+
+def color_jitter(x, params, impl="auto"):
+    """Apply ColorJitterParams to a float (B, C, H, W) batch in [0, 1].
+
+    impl: "batched" (each step of the random order as a few batched operations; CUDA's default) or
+    "loop" (torchvision's adjust_* per sample, which touches each image only for its own adjustments;
+    the CPU's default). Both give torchvision's per-sample result.
+    """
     if x.shape[1] not in (1, 3):
         raise ValueError(f"colour jitter needs 1 or 3 channels, got {x.shape[1]}")
+    # saturation and hue do nothing on one channel (torchvision returns the image as it is)
+    ops = [BRIGHTNESS, CONTRAST] + ([SATURATION, HUE] if x.shape[1] == 3 else [])
+    neutral = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    active = params.apply[:, None] & (params.factors != neutral)  # (B, 4)
+    if impl == "auto":
+        impl = "batched" if x.is_cuda else "loop"
+    if impl == "loop":
+        rows = []
+        for img, act, order, factors in zip(x, active.tolist(), params.order.tolist(), params.factors.tolist()):
+            for op in order:
+                if op in ops and act[op]:
+                    img = _TV_ADJUST[op](img, factors[op])
+            rows.append(img)
+        return torch.stack(rows)
+    if impl != "batched":
+        raise ValueError(f"impl must be auto, batched or loop, got {impl!r}")
     for step in range(4):
-        for op, fn in _ADJUST.items():
-            neutral = 0.0 if op == HUE else 1.0
-            mask = params.apply & (params.order[:, step] == op) & (params.factors[:, op] != neutral)
-            x = _on_subset(x, mask, fn, params.factors[:, op])
+        for op in ops:
+            mask = active[:, op] & (params.order[:, step] == op)
+            x = _on_subset(x, mask, _ADJUST[op], params.factors[:, op])
     return x
 
 
@@ -263,8 +287,44 @@ def _blur_all(x, sigma, kernel_size):
     return y.reshape(n, c, h, w)
 
 
-def gaussian_blur(x, apply, sigma, kernel_size):
-    """torchvision gaussian_blur(kernel_size, sigma_b) (reflect padding) on the samples where apply."""
+def pil_box_radius(sigma, passes=3):
+    """Pillow's _gaussian_blur_radius: the extended-box radius whose `passes` box blurs approximate a
+    Gaussian of this sigma (Gwosdek et al. 2011), per element of a float tensor."""
+    sigma2 = sigma.float() * sigma.float() / passes
+    length = torch.sqrt(12.0 * sigma2 + 1.0)
+    whole = torch.floor((length - 1.0) / 2.0)
+    frac = (2 * whole + 1) * (whole * (whole + 1) - 3 * sigma2) / (6 * (sigma2 - (whole + 1) ** 2))
+    return whole + frac
+
+
+def _pil_blur_all(x, sigma, passes=3):
+    """PIL's GaussianBlur(radius=sigma) in float: `passes` extended-box blurs along rows (edge pixels
+    repeated), then `passes` along columns; box radius R = r + a: weight 1/(2R+1) within r, a/(2R+1) at r+1."""
+    n, c, h, w = x.shape
+    radius = pil_box_radius(sigma.cpu())  # kernels built on the CPU: no device sync for their length
+    r = torch.floor(radius)
+    half = int(r.max()) + 1
+    k = torch.arange(-half, half + 1, dtype=torch.float32).abs()[None]  # (1, K)
+    ww = 1.0 / (2 * radius[:, None] + 1)
+    fw = (1.0 - (2 * r[:, None] + 1) * ww) / 2
+    kern = torch.where(k <= r[:, None], ww, torch.where(k == r[:, None] + 1, fw, torch.zeros_like(ww)))
+    kern = kern.repeat_interleave(c, 0).to(x.device, x.dtype, non_blocking=True)
+    y = x.reshape(1, n * c, h, w)
+    for weight, pad in ((kern[:, None, None, :], [half, half, 0, 0]), (kern[:, None, :, None], [0, 0, half, half])):
+        for _ in range(passes):
+            y = nnf.conv2d(nnf.pad(y, pad, mode="replicate"), weight, groups=n * c)
+    return y.reshape(n, c, h, w)
+
+
+def gaussian_blur(x, apply, sigma, kernel_size=None, kind="gaussian"):
+    """Blur the samples where `apply` with their sigma. kind "gaussian": torchvision's
+    gaussian_blur(kernel_size, sigma) (reflected borders); "pil": PIL's ImageFilter.GaussianBlur(radius=sigma)
+    (MoCo v2's blur: three box passes per axis, repeated borders; float, without PIL's 8-bit rounding)."""
+    if kind == "pil":
+        return _on_subset(x, apply, _pil_blur_all, sigma)
+    if kind != "gaussian":
+        raise ValueError(f"blur kind must be gaussian or pil, got {kind!r}")
+    kernel_size = kernel_size or blur_kernel_size(float(sigma.max()) if len(sigma) else 0.1)
     return _on_subset(x, apply, lambda s, sg: _blur_all(s, sg, kernel_size), sigma)
 
 
@@ -274,7 +334,7 @@ def draw_flips(n, p=0.5, generator=None):
 
 
 def hflip(x, flags):
-    return torch.where(flags.to(x.device, non_blocking=True).view(-1, 1, 1, 1), x.flip(-1), x)
+    return _on_subset(x, flags, lambda s: s.flip(-1))
 
 
 # ---------------------------------------------------------------- one view
@@ -302,18 +362,20 @@ class ViewAugment:
     RandomResizedCrop(size, scale, ratio) -> RandomApply(ColorJitter(*jitter), jitter_p) ->
     RandomGrayscale(grayscale_p) -> RandomApply(GaussianBlur(blur_sigma), blur_p) -> RandomHorizontalFlip(flip_p)
 
+    blur_kind "gaussian" is torchvision's GaussianBlur (kernel blur_kernel), "pil" MoCo v2's PIL blur.
+
     `draw(sizes)` gives the parameters, `crop(images, params)` the crops (before any colour change),
     `finish(crops, params)` the rest; `__call__` does all three.
     """
 
     def __init__(self, size, scale=(0.08, 1.0), ratio=(3.0 / 4.0, 4.0 / 3.0), jitter=(0.4, 0.4, 0.4, 0.1),
                  jitter_p=0.8, grayscale_p=0.0, blur_sigma=(0.1, 2.0), blur_p=0.5, blur_kernel=None, flip_p=0.5,
-                 crop_impl="auto"):
+                 crop_impl="auto", jitter_impl="auto", blur_kind="gaussian"):
         self.size, self.scale, self.ratio = size, tuple(scale), tuple(ratio)
         self.jitter, self.jitter_p, self.grayscale_p = tuple(jitter), jitter_p, grayscale_p
         self.blur_sigma, self.blur_p, self.flip_p = tuple(blur_sigma), blur_p, flip_p
         self.blur_kernel = blur_kernel or blur_kernel_size(self.blur_sigma[1])
-        self.crop_impl = crop_impl
+        self.crop_impl, self.jitter_impl, self.blur_kind = crop_impl, jitter_impl, blur_kind
 
     def draw(self, sizes, generator=None):
         n = len(sizes)
@@ -327,9 +389,9 @@ class ViewAugment:
         return resized_crop(images, params.boxes, self.size, self.crop_impl)
 
     def finish(self, crops, params):
-        x = color_jitter(crops, params.jitter)
+        x = color_jitter(crops, params.jitter, self.jitter_impl)
         x = grayscale(x, params.gray)
-        x = gaussian_blur(x, params.blur, params.sigma, self.blur_kernel)
+        x = gaussian_blur(x, params.blur, params.sigma, self.blur_kernel, self.blur_kind)
         return hflip(x, params.flip)
 
     def __call__(self, images, sizes, generator=None):

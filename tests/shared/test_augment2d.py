@@ -84,8 +84,8 @@ def test_view_matches_torchvision_per_sample(channels):
     params = view.draw(sizes, generator=torch.Generator().manual_seed(3))
     params.jitter.apply[:] = True  # every op on every sample: the comparison covers them all
     params.blur[::2] = True
-    for impl in ("matmul", "loop"):
-        view.crop_impl = impl
+    for impl, jitter_impl in (("matmul", "batched"), ("loop", "loop")):
+        view.crop_impl, view.jitter_impl = impl, jitter_impl
         out = view.finish(view.crop(batch, params), params)
         ref = torch.stack([_reference_view(imgs[i], params[i], 24, view.blur_kernel) for i in range(6)])
         assert out.shape == (6, channels, 24, 24)
@@ -111,3 +111,21 @@ def test_jitter_range_and_bad_input():
         A.jitter_range(0.7, "hue", center=0.0, bound=(-0.5, 0.5))
     with pytest.raises(ValueError, match="impl"):
         A.resized_crop(torch.zeros(1, 1, 8, 8), torch.tensor([[0, 0, 8, 8]]), 4, impl="roi")
+
+
+def test_pil_blur_matches_pillow():
+    """kind="pil" is Pillow's GaussianBlur(radius=sigma) (three extended-box passes per axis, edges
+    repeated) up to Pillow's 8-bit rounding after each pass; torchvision's Gaussian differs more."""
+    from PIL import Image, ImageFilter
+
+    img = np.zeros((40, 48), np.uint8)
+    img[10:30, 12:20] = 220  # sharp edges, where the two blurs differ most
+    img[:, 40:] = 90
+    x = torch.from_numpy(img.astype(np.float32))[None, None]
+    for sigma in (0.1, 0.7, 1.3, 2.0):
+        ref = torch.from_numpy(np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(sigma)), np.float32))
+        pil = A.gaussian_blur(x, torch.tensor([True]), torch.tensor([sigma]), kind="pil")[0, 0]
+        assert (pil - ref).abs().max() <= 2.5, sigma
+        if sigma == 0.7:
+            gauss = A.gaussian_blur(x, torch.tensor([True]), torch.tensor([sigma]), 13)[0, 0]
+            assert (gauss - ref).abs().max() > 5
