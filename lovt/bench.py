@@ -1,8 +1,11 @@
 """`make bench-lovt`: image-report pairs/s, step time and peak memory of LoVT training steps (fp32 and mixed
-precision), the data loader's pairs/s on the prepared sample dataset, and the downstream heads' training
-images/s (YOLOv3, U-Net, linear; frozen vs fine-tuned backbone). Writes runs/bench/lovt.json.
+precision), the data loader's pairs/s on the prepared sample dataset, the original-style vs the cached input path
+(loader samples/s per core and the speed-up; on CUDA the train images/s and data-wait share each feeds:
+lovt/bench_loader.py), and the downstream heads' training images/s (YOLOv3, U-Net, linear; frozen vs fine-tuned
+backbone). Writes runs/bench/lovt.json.
 
     python lovt/bench.py [--size 224] [--batch 32] [--full_bert] [--steps 10] [--workers 4] [--no-heads]
+                         [--no-input_paths] [--jpeg_size 2544x3056] [--cache_size 256]
 
 Defaults: on CUDA the paper's geometry (224 px, batch 32, a BERT-base-sized random text encoder); on CPU a small
 one (128 px, batch 4, tiny BERT). Inputs are synthetic, so the model numbers do not depend on the disk.
@@ -116,6 +119,10 @@ def main(argv=None):
                    help="also time the downstream heads (frozen vs fine-tuned backbone)")
     p.add_argument("--head_size", type=int, default=224 if cuda else 64, help="downstream input size")
     p.add_argument("--head_batch", type=int, default=32 if cuda else 2, help="downstream batch size")
+    p.add_argument("--input_paths", action=argparse.BooleanOptionalAction, default=True,
+                   help="files vs cached input path: loader samples/s per core (and on CUDA the fed train rate)")
+    p.add_argument("--jpeg_size", default="2544x3056", help="JPEG size for the input-path comparison (0: 256 px)")
+    p.add_argument("--cache_size", type=int, default=256)
     p.add_argument("--sample", default="data/sample")
     p.add_argument("--runs", default="runs")
     args = p.parse_args(argv)
@@ -170,6 +177,18 @@ def main(argv=None):
                                   {"size": args.size, "batch": args.batch, "workers": args.workers,
                                    "data": "prepared sample MIMIC-CXR-JPG, train augmentations"}))
             print(f"data loader: {rate:.1f} pairs/s with {args.workers} workers")
+        if args.input_paths:  # original-style loader vs the cached one (lovt/bench_loader.py)
+            from lovt import bench_loader
+
+            jpeg = bench_loader.parse_size(args.jpeg_size)
+            path = bench_loader.prepare(args.sample, args.runs, jpeg, tokenizer, args.cache_size)
+            label = "sample studies, JPEGs " + (f"upscaled to {args.jpeg_size}" if jpeg else "256 px")
+            with bench_loader.one_core():
+                cpu = device_name(torch.device("cpu"))
+            records += bench_loader.loader_records(path, tokenizer, 224, 32, args.cache_size, cpu, label)
+            if cuda:  # train images/s and data-wait share, each input path feeding the GPU (bf16, channels-last)
+                records += bench_loader.feed_records(model, path, tokenizer, args.size, args.batch, args.cache_size,
+                                                     max(args.workers, 1), 4 * args.steps, device, dev, label)
         if args.heads:
             from lovt.evaluation.bench import head_records
 

@@ -26,9 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from lovt.datamodule import PretrainDataModule
 from lovt.engine import BiModalModelRepresentationLearner
 from lovt.export import finalize_run
+from lovt.fast_data import FastPretrainDataModule
 from lovt.models.config import model_config, register_configs
 from lovt.online_eval import build_online_evaluators
 from lovt.plots import plot_attention_examples
@@ -202,8 +202,9 @@ def run_training(cfg: DictConfig, run_dir, datasets=None) -> dict:
                                                num_workers=num_workers, models_base_path=base)
     if torch.cuda.is_available() and perf.get("channels_last", False):
         module.model.model_a.encoder.use_channels_last()
-    data = PretrainDataModule(datasets or cfg.pretrain_dataset, pretrain_cfg, num_workers=num_workers,
-                              dataset_path=cfg.dataset_path)
+    data = FastPretrainDataModule(datasets or cfg.pretrain_dataset, pretrain_cfg, num_workers=num_workers,
+                                  dataset_path=cfg.dataset_path, data_path=cfg.get("data_path", "files"),
+                                  augment_on=cfg.get("augment_on", "auto"), cache_size=cfg.get("cache_size", 256))
 
     callbacks, checkpoint_cb = [RngStateCallback(), FlushLogsCallback(), StepTimingCallback()], None
     for key, node in (cfg.get("callback") or {}).items():

@@ -5,10 +5,13 @@ Preparation (once, CPU only, offline):
     python lovt/data/mimic_cxr.py create <root> --config mimic-cxr_ap-pa [--format hf|parquet]
     python lovt/data/mimic_cxr.py create_image_list --path <root>/mimic-cxr_ap-pa_dataset
     python lovt/data/mimic_cxr.py resize_images --path <root>/mimic-cxr_ap-pa_dataset --size 512  # optional
+    python lovt/data/prepare_cache.py --path <root>/mimic-cxr_ap-pa_dataset --size 256  # optional: data_path=cache
 
 writes `<root>/mimic-cxr_ap-pa_dataset/` (one record per study: AP/PA views, findings + impression
 sentences, CheXpert labels), `dataset_statistics.json` and an `images` link to the JPG tree.
 See `lovt/data/mimic_cxr.py` for the raw layouts it accepts.
+The cached input path (image cache + stored token ids + batched augmentation): prepare_cache.py, tokenized.py,
+cached.py, batch_augment.py and lovt/fast_data.py.
 
 Interface used by training (everything importable from `lovt.data`):
 

@@ -6,6 +6,7 @@ tokens are contextualised by the whole report; the sentence vectors are element-
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
@@ -50,15 +51,23 @@ class ReportTokenizer:
         if flat:  # transformers 5: __call__ (batch_encode_plus is gone)
             ids = self.tokenizer(flat, add_special_tokens=False, truncation=True,
                                  max_length=self.max_content)["input_ids"]
-        samples, k = [], 0
+        per_report, k = [], 0
         for sentences in reports:
+            per_report.append(ids[k: k + len(sentences)])
+            k += len(sentences)
+        return self.pack(per_report)
+
+    def pack(self, reports_ids: Sequence[Sequence[Sequence[int]]]) -> dict:
+        """Per report, the token ids of each sentence (no special tokens, each already truncated to max_length-2;
+        e.g. stored by lovt/data/tokenized.py) -> the batch tensors of __call__."""
+        samples = []
+        for sentence_ids in reports_ids:
             kept, total = [], 0
-            for s_ids in ids[k: k + len(sentences)]:
+            for s_ids in sentence_ids:
                 if total + len(s_ids) > self.max_content:
                     break
                 kept.append(s_ids)
                 total += len(s_ids)
-            k += len(sentences)
             samples.append([s for s in kept if len(s) > 0])
         B = len(samples)
         S = max(1, max(len(s) for s in samples))
@@ -70,9 +79,8 @@ class ReportTokenizer:
         sentence_mask = torch.zeros(B, S, dtype=torch.bool)
         sentence_token_mask = torch.zeros(B, S, L, dtype=torch.bool)
         for b, sentences in enumerate(samples):
-            content = [t for s in sentences for t in s]
-            row = [self.tokenizer.cls_token_id] + content + [self.tokenizer.sep_token_id]
-            input_ids[b, : len(row)] = torch.tensor(row)
+            row = np.concatenate([[self.tokenizer.cls_token_id], *sentences, [self.tokenizer.sep_token_id]])
+            input_ids[b, : len(row)] = torch.from_numpy(row.astype(np.int64))
             attention_mask[b, : len(row)] = True
             special[b, 0] = special[b, len(row) - 1] = True
             for s, t in enumerate(sentences):
@@ -158,18 +166,30 @@ def build_tiny_bert(folder, corpus: list[str], hidden_size: int = 32, num_layers
                     intermediate_size: int = 64, vocab_size: int = 600, seed: int = 0) -> Path:
     """Write a small random-init BERT (config.json, weights, vocab.txt) usable as `language_encoder`.
 
-    Tests and demos use it instead of downloading Bio_ClinicalBERT; the WordPiece vocabulary is trained on `corpus`
-    with `tokenizers` (lower-cased, like Bio_ClinicalBERT's tokenizer defaults).
+    Tests and demos use it instead of downloading Bio_ClinicalBERT. The WordPiece vocabulary comes from `corpus`
+    (lower-cased, like Bio_ClinicalBERT's tokenizer defaults): the special tokens, every character alone and as
+    a "##" continuation, then the corpus's words by frequency (ties alphabetical), up to vocab_size entries. It
+    is a function of the corpus alone: the `tokenizers` trainer breaks ties differently in every process, which
+    made tests that train on tokens depend on the process.
     """
-    from tokenizers import BertWordPieceTokenizer
+    from collections import Counter
+
+    from tokenizers.normalizers import BertNormalizer
+    from tokenizers.pre_tokenizers import BertPreTokenizer
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    wp = BertWordPieceTokenizer(lowercase=True)
-    wp.train_from_iterator(list(corpus) or ["empty"], vocab_size=vocab_size, min_frequency=1)
-    wp.save_model(str(folder))
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    normalize, split = BertNormalizer(lowercase=True), BertPreTokenizer()
+    counts = Counter(w for text in corpus for w, _ in split.pre_tokenize_str(normalize.normalize_str(text)))
+    chars = sorted({c for w in counts for c in w})
+    words = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if len(w) > 1]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + [f"##{c}" for c in chars] + words
+    (folder / "vocab.txt").write_text("\n".join(vocab[: max(vocab_size, 5 + 2 * len(chars))]) + "\n")
+    # transformers 5 reads the vocabulary from `vocab` (it ignores vocab_file: only the 5 special tokens, all [UNK])
+    tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=True)
+    if tokenizer.vocab_size <= 5:
+        raise RuntimeError(f"{folder / 'vocab.txt'}: the tokenizer did not load the vocabulary")
     tokenizer.save_pretrained(folder)
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,

@@ -163,7 +163,9 @@ def test_datamodule_on_prepared_sample_data(tiny_bert, tmp_path):
 
     generate(tmp_path / "sample", seed=0, only=["mimic-cxr-jpg"])
     dataset = create_dataset(tmp_path / "sample" / "mimic-cxr-jpg", target_path=tmp_path / "prepared", num_workers=1)
-    cfg = _compose(["+experiment=LoVT_30", "pretrain_dataset=mimic-cxr_sample"] + tiny_overrides(tiny_bert))
+    # max_length 512: the sample reports (up to ~200 tokens with the tiny vocabulary) are not truncated
+    cfg = _compose(["+experiment=LoVT_30", "pretrain_dataset=mimic-cxr_sample"] + tiny_overrides(tiny_bert)
+                   + ["pretrain_model.encoder_b.max_length=512"])
     mc = model_config(cfg.pretrain_model)
     dm = PretrainDataModule("mimic-cxr_sample", mc, num_workers=0, dataset_path=str(dataset))
     dm.setup("fit")
