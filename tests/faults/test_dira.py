@@ -260,9 +260,10 @@ def test_run_folder_clash_refused_and_logs_kept_apart(lists, straight, tmp_path)
         train.main(clash)
     # a fresh run in a used folder moves the earlier log aside: logs never mix
     first_log = (other_run / "metrics.csv").read_text()
-    train.main(argv(lists, other, "--epochs", "1", "--max_steps_per_epoch", "1"))
+    with pytest.warns(UserWarning, match="the earlier metrics.csv is now metrics.1.csv"):
+        train.main(argv(lists, other, "--epochs", "1", "--max_steps_per_epoch", "1"))
     aside = list(other_run.glob("metrics.*.csv"))
-    assert len(aside) == 1 and aside[0].read_text() == first_log
+    assert [p.name for p in aside] == ["metrics.1.csv"] and aside[0].read_text() == first_log
     assert len(read_rows(other_run)) == len(first_log.splitlines()) - 1
 
 
