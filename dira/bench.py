@@ -32,26 +32,35 @@ from shared.augment2d import stack_padded
 from shared.bench import device_name, record, throughput, write_records
 
 
-def step_benchmark(mode, batch, device, amp="none", channels_last=False, compile_=False, steps=5, warmup=2,
-                   arch="resnet50", img_size=224, moco_k=65536, skip_key_decoder=False):
-    """Seconds per training step (generator, plus discriminator in dira) and peak memory in GiB."""
-    argv = ["bench", "--mode", mode, "-a", arch, "--img_size", str(img_size), "--moco-k", str(moco_k), "--mlp",
-            "--cos", "--amp", amp, "--print-freq", "1000000"]
-    argv += ["--channels_last"] * channels_last + ["--skip_key_decoder"] * skip_key_decoder
-    args = train.parse_args(argv)
+def bench_args(mode, arch, img_size, moco_k, amp, channels_last, extra=()):
+    """train.py's settings for a benchmark (no printing inside the timed steps)."""
+    return train.parse_args(["bench", "--mode", mode, "-a", arch, "--img_size", str(img_size), "--moco-k",
+                             str(moco_k), "--mlp", "--cos", "--amp", amp, "--print-freq", "1000000",
+                             *["--channels_last"] * channels_last, *extra])
+
+
+def training_parts(args, batch, device, channels_last):
+    """Generator, discriminator, their optimizers and grad scalers as train.py builds them (seeded)."""
     torch.manual_seed(0)
     model = build_generator(args).to(device)
     disc = Discriminator(args.out_channels).to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
         disc.to(memory_format=torch.channels_last)
+    opt_g = train.build_optimizer(model, args, batch)
+    opt_d = torch.optim.Adam(disc.parameters(), args.disc_learning_rate, betas=(0.5, 0.999))
+    scaler, scaler_d = (torch.amp.GradScaler(device.type, enabled=args.amp == "fp16") for _ in range(2))
+    return model, disc, opt_g, opt_d, scaler, scaler_d
+
+
+def step_benchmark(mode, batch, device, amp="none", channels_last=False, compile_=False, steps=5, warmup=2,
+                   arch="resnet50", img_size=224, moco_k=65536, skip_key_decoder=False):
+    """Seconds per training step (generator, plus discriminator in dira) and peak memory in GiB."""
+    args = bench_args(mode, arch, img_size, moco_k, amp, channels_last, ["--skip_key_decoder"] * skip_key_decoder)
+    model, disc, opt_g, opt_d, scaler, scaler_d = training_parts(args, batch, device, channels_last)
     if compile_:
         model.encoder_q.compile()
         model.encoder_k.compile()
-    opt_g = train.build_optimizer(model, args, batch)
-    opt_d = torch.optim.Adam(disc.parameters(), args.disc_learning_rate, betas=(0.5, 0.999))
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-    scaler_d = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     data = [torch.rand(batch, 3, img_size, img_size, device=device), torch.rand(batch, 3, img_size, img_size,
                                                                                   device=device),
             torch.rand(batch, 1, img_size, img_size, device=device)]
@@ -133,22 +142,12 @@ def pipeline_benchmark(folder, mode, batch, device, workers, steps=20, amp="bf16
                        arch="resnet50", img_size=224, moco_k=65536, cache_size=512):
     """Training from the cache with device-side augmentation: images/s and the share of step time spent
     waiting for the next batch (loader + copy + augmentation, measured with a device sync per step)."""
-    argv = ["bench", "--mode", mode, "-a", arch, "--img_size", str(img_size), "--moco-k", str(moco_k), "--mlp",
-            "--cos", "--amp", amp, "--print-freq", "1000000"] + ["--channels_last"] * channels_last
-    args = train.parse_args(argv)
+    args = bench_args(mode, arch, img_size, moco_k, amp, channels_last)
     cache = cache_data.ImageCache(cache_data.build_list_cache(folder, Path(folder) / "list.txt", Path(folder) / "cache",
                                                               cache_size, progress=False, log=lambda s: None))
     sampler = torch.utils.data.RandomSampler(cache, replacement=True, num_samples=batch * (steps + 3))
     loader = cache_data.make_loader(cache, sampler, batch, workers, device, cache_data.cache_augment(args), "device")
-    torch.manual_seed(0)
-    model = build_generator(args).to(device)
-    disc = Discriminator(args.out_channels).to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-        disc.to(memory_format=torch.channels_last)
-    opt_g = train.build_optimizer(model, args, batch)
-    opt_d = torch.optim.Adam(disc.parameters(), args.disc_learning_rate, betas=(0.5, 0.999))
-    scaler, scaler_d = (torch.amp.GradScaler(device.type, enabled=amp == "fp16") for _ in range(2))
+    model, disc, opt_g, opt_d, scaler, scaler_d = training_parts(args, batch, device, channels_last)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     wait = total = 0.0
     it = iter(loader)

@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from dira import losses
 from dira.models import dist_world_size
+from shared.checkpoint import fault_kill_at_step
 from shared.guards import check_finite_loss, inject_nan
 from shared.timing import StepTimer
 
@@ -95,6 +96,7 @@ def train_one_epoch(model, discriminator, loader, opt_g, opt_d, scaler_g, scaler
             adjust_learning_rate(opt_g, epoch, args, steps, it)
         batch = _to_device(batch, device, args.channels_last)
         global_step = epoch * steps + it
+        fault_kill_at_step(global_step)  # tests only (SSL_MED_FAULT_KILL_STEP: kill -9 here); inert otherwise
         with autocast(device, args.amp):
             total, parts, restored = generator_losses(model, discriminator, batch, args)
         total = inject_nan(total, global_step)  # tests only (SSL_MED_FAULT_NAN_STEP); inert otherwise

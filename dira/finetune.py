@@ -356,7 +356,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from shared.cli_warnings import short_warnings
+    from shared.cliwarnings import plain_warnings
 
-    short_warnings()  # one line per warning, no source line
+    plain_warnings()  # one line per warning, no source line
     main()

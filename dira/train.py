@@ -31,7 +31,8 @@ from dira.models import DiRAUNet, Discriminator, build_generator, unet_of
 from dira.probe import add_probe_args, online_probe
 from shared.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 from shared.distributed import init_distributed, seed_everything
-from shared.runlog import RunLogger, drop_rows_from, save_image_grid
+from shared.runfolder import set_metrics_aside, setting_differences
+from shared.runlog import RunLogger, drop_rows_after, save_image_grid
 
 METHOD_DEFAULTS = {  # (--lr, --wd) where they are not given: each method's own paper
     "moco": (0.03, 1e-4),          # DiRA / MoCo v2
@@ -187,12 +188,9 @@ RESUME_MAY_CHANGE = {"epochs", "resume", "start_epoch", "workers", "print_freq",
                      "compile", "channels_last"}
 
 
-def config_differences(saved, args):
-    """{flag: (saved, now)} for the flags of a saved config (checkpoint `args` or config.json) that differ
-    (flags that one side does not know, e.g. added since, are not compared)."""
-    now = {k: plain(v) for k, v in vars(args).items()}
-    return {k: (saved[k], now[k]) for k in sorted(set(saved) & set(now))
-            if k not in RESUME_MAY_CHANGE and saved[k] != now[k]}
+def as_flag(dest):
+    """An argparse destination as most of train.py's flags are spelt (--moco-k for moco_k)."""
+    return "--" + dest.replace("_", "-")
 
 
 def check_resume_matches(args, ckpt, run_dir):
@@ -200,15 +198,15 @@ def check_resume_matches(args, ckpt, run_dir):
     folder (config.json) that the resumed run would log into, must be the ones given now."""
     import json
 
+    now = {k: plain(v) for k, v in vars(args).items()}
     sources = [(args.resume, ckpt.get("args") if isinstance(ckpt.get("args"), dict) else None)]
     config_file = Path(run_dir) / "config.json"
     if config_file.is_file():
         sources.append((config_file, json.loads(config_file.read_text())))
     for where, saved in sources:
-        diffs = config_differences(saved, args) if saved is not None else {}
+        diffs = setting_differences(saved, now, RESUME_MAY_CHANGE, name=as_flag) if saved is not None else []
         if diffs:
-            shown = "; ".join(f"--{k.replace('_', '-')}: {a!r} there, {b!r} now" for k, a, b in
-                              ((k, *v) for k, v in list(diffs.items())[:6]))
+            shown = "; ".join(diffs[:6])
             raise SystemExit(f"--resume refused: {where} belongs to another configuration ({shown}). Resume with "
                              "the same flags, or start a new run with another --checkpoint-dir or --exp_name.")
 
@@ -336,12 +334,11 @@ def train_process(rank, world_size, device, per_node, args):
         ckpt = load_checkpoint(args.resume)
         check_resume_matches(args, ckpt, run_dir)
         if main_process:  # rows a killed run logged after its last checkpoint are logged again below
-            dropped = drop_rows_from(run_dir / "metrics.csv", int(ckpt["epoch"]) * steps)
+            dropped = drop_rows_after(run_dir / "metrics.csv", int(ckpt["epoch"]) * steps - 1)
             if dropped:
                 print(f"=> dropped {dropped} metrics row(s) logged after the checkpoint (they are repeated)")
-    old_csv = run_dir / "metrics.csv"
-    if main_process and not args.resume and old_csv.exists():  # a fresh run: keep the old log aside
-        old_csv.rename(run_dir / f"metrics.{time.strftime('%Y%m%d-%H%M%S')}.csv")
+    if main_process and not args.resume:  # a fresh run: keep the old log aside
+        set_metrics_aside(run_dir)
     logger = RunLogger(run_dir, wandb=args.wandb, config={k: plain(v) for k, v in vars(args).items()},
                        enabled=main_process)
     probe = online_probe(args, model_without_ddp, logger, device, main_process)
@@ -445,7 +442,7 @@ def save_checkpoints(run_dir, epoch, args, model, discriminator, opt_g, opt_d, s
 
 
 if __name__ == "__main__":
-    from shared.cli_warnings import short_warnings
+    from shared.cliwarnings import plain_warnings
 
-    short_warnings()  # one line per warning, no source line
+    plain_warnings()  # one line per warning, no source line
     main()

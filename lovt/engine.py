@@ -6,6 +6,7 @@ import torch
 
 from lovt.models import BiModalModel
 from lovt.models.config import config_to_dict, model_config
+from shared.checkpoint import fault_kill_at_step
 from shared.guards import check_finite_loss, inject_nan
 
 
@@ -93,6 +94,7 @@ class BiModalModelRepresentationLearner(pl.LightningModule):
         return loss, outputs
 
     def training_step(self, batch, batch_idx):
+        fault_kill_at_step(self.global_step)  # tests only (SSL_MED_FAULT_KILL_STEP: kill -9 here); inert otherwise
         loss, outputs = self._step(batch, "train")
         loss = inject_nan(loss, self.global_step)  # tests only (SSL_MED_FAULT_NAN_STEP); inert otherwise
         if self.config.terminate_on_nan:  # raised before backward: the weights stay those before this step

@@ -15,7 +15,6 @@ if __package__ in (None, ""):  # run as a script: make `lovt` and `shared` impor
 
 import logging
 import pickle
-import time
 import warnings
 
 import hydra
@@ -34,7 +33,8 @@ from lovt.online_eval import build_online_evaluators
 from lovt.plots import plot_attention_examples
 from lovt.probe import build_probe_callbacks
 from shared.checkpoint import rng_state, save_atomic, set_rng_state
-from shared.runlog import drop_rows_from
+from shared.runfolder import set_metrics_aside, setting_differences
+from shared.runlog import drop_rows_after
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent / "configs")
@@ -76,11 +76,10 @@ def check_resume_matches(checkpoint, module, path):
     saved = (checkpoint.get("hyper_parameters") or {}).get("config")
     if not isinstance(saved, dict):
         return  # not one of ours (e.g. the original's): Lightning's strict state-dict load decides
-    now = module.hparams["config"]
-    diffs = {k: (saved[k], now[k]) for k in sorted(set(saved) & set(now))  # settings added since: not compared
-             if k not in RESUME_MAY_CHANGE and saved[k] != now[k]}
+    diffs = setting_differences(saved, module.hparams["config"], RESUME_MAY_CHANGE,
+                                name=lambda k: f"pretrain_model.{k}")
     if diffs:
-        shown = "; ".join(f"pretrain_model.{k}: {a!r} there, {b!r} now" for k, (a, b) in list(diffs.items())[:5])
+        shown = "; ".join(diffs[:5])
         raise SystemExit(f"resume refused: {path} was written by another configuration ({shown}). Resume with "
                          "the same experiment and overrides, or start a new run in another hydra.run.dir.")
 
@@ -88,10 +87,10 @@ def check_resume_matches(checkpoint, module, path):
 def prepare_run_folder(run_dir, resume_step):
     """Keep the run folder's earlier logs and checkpoints safe. Resuming: drop the metrics rows logged at or
     after the checkpoint's step (they are logged again). A fresh run: refuse a folder holding checkpoints of
-    an earlier run, and move an earlier metrics.csv aside (metrics.<time>.csv) instead of mixing or deleting it."""
+    an earlier run, and move an earlier metrics.csv aside (metrics.<n>.csv) instead of mixing or deleting it."""
     metrics = Path(run_dir) / "metrics.csv"
     if resume_step is not None:
-        dropped = drop_rows_from(metrics, resume_step)
+        dropped = drop_rows_after(metrics, resume_step - 1)
         if dropped:
             log.info("dropped %d metrics rows logged after the checkpoint (they are logged again)", dropped)
         return
@@ -99,10 +98,7 @@ def prepare_run_folder(run_dir, resume_step):
     if old:
         raise SystemExit(f"{run_dir} already holds checkpoints of an earlier run ({old[0].name}): continue it "
                          "with resume=last, or choose another hydra.run.dir")
-    if metrics.is_file():
-        aside = metrics.with_name(f"metrics.{time.strftime('%Y%m%d-%H%M%S')}.csv")
-        metrics.rename(aside)
-        warnings.warn(f"{metrics} of an earlier run moved to {aside.name}", stacklevel=2)
+    set_metrics_aside(run_dir)
 
 
 class RngStateCallback(Callback):
@@ -265,7 +261,7 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
-    from shared.cli_warnings import short_warnings
+    from shared.cliwarnings import plain_warnings
 
-    short_warnings()  # one line per warning, no source line
+    plain_warnings()  # one line per warning, no source line
     main()

@@ -25,7 +25,7 @@ def save_atomic(obj, path):
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
-            _fault_kill_in_save(f)
+            _fault_kill_in_save(f, path)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -109,17 +109,22 @@ def fault_kill_at_step(step):
 
 
 # Test-only hook (fault-injection suite): SSL_MED_FAULT_KILL_IN_SAVE=<n> SIGKILLs the process in the middle
-# of writing its n-th checkpoint (half the bytes on disk, the target not yet replaced). Inert when unset.
+# of writing its n-th checkpoint (half the bytes on disk, the target not yet replaced); <file name>:<n> counts
+# only the checkpoints written to that file name (e.g. checkpoint.pth:2). Inert when unset. Every method's
+# kill tests go through these two hooks (and shared.guards' NaN hook), none patches the code it tests.
 FAULT_KILL_IN_SAVE_ENV = "SSL_MED_FAULT_KILL_IN_SAVE"
-_saves = [0]
+_saves = {}
 
 
-def _fault_kill_in_save(f):
+def _fault_kill_in_save(f, path):
     planted = os.environ.get(FAULT_KILL_IN_SAVE_ENV)
     if planted is None:
         return
-    _saves[0] += 1
-    if _saves[0] == int(planted):
+    name, _, n = planted.rpartition(":")
+    if name and name != path.name:
+        return
+    _saves[name] = _saves.get(name, 0) + 1
+    if _saves[name] == int(n):
         f.flush()
         f.truncate(max(1, f.tell() // 2))
         f.flush()

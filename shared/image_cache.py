@@ -6,6 +6,7 @@ uint8 pixels in one memory-mapped file, so a training epoch reads bytes instead 
     cache[i]          # HxW uint8 numpy view (no copy), shorter side == size, aspect kept
     cache.names       # the names of the cached images, in order
     cache.skipped     # [{"name", "reason"}] of images that could not be read when the cache was built
+    cache.skipped_files()  # just their names
 
 On disk, `<cache_root>/<key>/` holds `images.u8` (all pixels, one flat uint8 array) and `index.json`
 (settings, names, byte offsets, shapes, skipped images). `key` hashes the settings (working size, the
@@ -216,6 +217,11 @@ class ImageCache:
         h, w = self.shapes[i]
         start = self.offsets[i]
         return self._data()[start:start + h * w].reshape(h, w)
+
+    def skipped_files(self):
+        """Names of the images that were unreadable when the cache was built (the reasons are in `skipped`);
+        the same question a dataset reading files answers with the images it skipped so far."""
+        return [s["name"] for s in self.skipped]
 
     def index_of(self, name):
         """Position of an image by its name (KeyError when it was skipped or never listed)."""

@@ -4,6 +4,8 @@
 never continues someone else's checkpoint and `metrics.csv` / `config.json` never mix), and, when a run
 starts afresh in its own folder, moves the earlier `metrics.csv` aside (`metrics.1.csv`, ...) instead of
 appending to it. Checkpoints carry the same record (`"run"`), checked by `check_checkpoint_run` on resume.
+`setting_differences` and `set_metrics_aside` are the two steps, for methods whose runs record their
+configuration elsewhere (DiRA's checkpoint `args` and config.json, LoVT's Lightning hyper-parameters).
 """
 
 import json
@@ -22,10 +24,31 @@ def _plain(identity):
     return json.loads(json.dumps(identity, default=str))  # tuples -> lists, paths -> str: what run.json holds
 
 
-def _differences(recorded, identity):
-    keys = sorted(set(recorded) | set(identity))
-    return [f"{k}: {recorded.get(k)!r} there, {identity.get(k)!r} now" for k in keys
-            if recorded.get(k) != identity.get(k)]
+def setting_differences(recorded, current, may_change=(), name=str):
+    """`["<name(key)>: <recorded> there, <current> now", ...]` for the settings that differ, sorted by key.
+
+    Only settings both sides hold are compared: one added to the code since the run was recorded (or one
+    the other side never had) does not block a resume. `may_change`: settings a resumed run may change
+    (its length, its worker count, ...); `name`: how the user spells a setting (e.g. as a flag).
+    Every method's resume check goes through this comparison."""
+    keys = sorted((set(recorded) & set(current)) - set(may_change))
+    return [f"{name(k)}: {recorded[k]!r} there, {current[k]!r} now" for k in keys if recorded[k] != current[k]]
+
+
+def set_metrics_aside(run_dir):
+    """A fresh start in a used run folder: the earlier `metrics.csv` becomes `metrics.<n>.csv` (kept, never
+    appended to nor overwritten), with a warning; returns its new path, or None when there was none."""
+    run_dir = Path(run_dir)
+    metrics = run_dir / "metrics.csv"
+    if not metrics.is_file():
+        return None
+    n = 1
+    while (run_dir / f"metrics.{n}.csv").exists():
+        n += 1
+    aside = metrics.rename(run_dir / f"metrics.{n}.csv")
+    warnings.warn(f"{run_dir}: starting afresh (no resume); the earlier metrics.csv is now {aside.name}",
+                  stacklevel=3)
+    return aside
 
 
 def claim_run_folder(run_dir, identity, resume=False, enabled=True, flag="--output_dir"):
@@ -37,21 +60,15 @@ def claim_run_folder(run_dir, identity, resume=False, enabled=True, flag="--outp
     path = run_dir / RUN_FILE
     if path.is_file():
         recorded = json.loads(path.read_text())
-        diff = _differences(recorded, identity)
+        diff = setting_differences(recorded, identity)
         if diff:
             raise RunFolderClash(
                 f"{run_dir}: this run folder holds a run of {recorded.get('method')!r} with other settings ("
                 + "; ".join(diff) + f"). Use another {flag}, or the same settings to continue it.")
     if not enabled:
         return identity
-    metrics = run_dir / "metrics.csv"
-    if not resume and metrics.is_file():  # a fresh start: keep the earlier run's log, do not append to it
-        n = 1
-        while (run_dir / f"metrics.{n}.csv").exists():
-            n += 1
-        metrics.rename(run_dir / f"metrics.{n}.csv")
-        warnings.warn(f"{run_dir}: starting afresh (no --resume); the earlier metrics.csv is now metrics.{n}.csv",
-                      stacklevel=3)
+    if not resume:  # a fresh start: keep the earlier run's log, do not append to it
+        set_metrics_aside(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{RUN_FILE}.tmp")  # atomic: other ranks may be reading it
     tmp.write_text(json.dumps(identity, indent=2) + "\n")
@@ -64,7 +81,7 @@ def check_checkpoint_run(checkpoint, identity, path):
     recorded = checkpoint.get("run") if isinstance(checkpoint, dict) else None
     if recorded is None:
         return  # written before runs were recorded: nothing to compare
-    diff = _differences(recorded, _plain(identity))
+    diff = setting_differences(recorded, _plain(identity))
     if diff:
         raise RunFolderClash(f"{path}: a checkpoint of a {recorded.get('method')!r} run with other settings ("
                              + "; ".join(diff) + "); refusing to resume from it.")

@@ -26,10 +26,7 @@ class RunLogger:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.csv_path.exists():  # resuming: keep what the earlier part of the run logged
-            with open(self.csv_path, newline="") as f:
-                reader = csv.DictReader(f)
-                self._columns = list(reader.fieldnames or ["step"])
-                self._rows = list(reader)
+            self._columns, self._rows = _read_rows(self.csv_path)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
             self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
@@ -71,20 +68,13 @@ class RunLogger:
         appears twice; returns how many rows were dropped."""
         if not self.enabled:
             return 0
-        kept = [r for r in self._rows if float(r.get("step") or 0) <= step]
-        dropped = len(self._rows) - len(kept)
+        dropped = drop_rows_after(self.csv_path, step)
         if dropped:
-            self._rows = kept
-            self._write_all()
+            self._columns, self._rows = _read_rows(self.csv_path)
         return dropped
 
     def _write_all(self):
-        tmp = self.csv_path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, self._columns)
-            writer.writeheader()
-            writer.writerows(self._rows)
-        os.replace(tmp, self.csv_path)
+        _write_rows(self.csv_path, self._columns, self._rows)
 
     def close(self):
         if self._tb is not None:
@@ -167,24 +157,33 @@ def save_image_grid(rows, png_path, titles=None, row_labels=None, cmap="gray", v
     return Path(png_path)
 
 
-def drop_rows_from(csv_path, first_dropped_step):
-    """Remove the rows of a metrics CSV logged at `first_dropped_step` or later; returns how many.
+def drop_rows_after(csv_path, step):
+    """Remove the rows of a metrics CSV logged after `step`; returns how many (0 when there is no file).
 
-    A run resumed from a checkpoint repeats the steps after it, so the rows a killed run logged past its last
-    checkpoint would appear twice; this keeps the log as if the run had never stopped.
+    A run resumed from a checkpoint taken at `step` repeats the steps after it, so the rows a killed run
+    logged past its last checkpoint would appear twice; this keeps the log as if the run had never stopped.
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         return 0
+    columns, rows = _read_rows(csv_path)
+    kept = [r for r in rows if r.get("step") in (None, "") or float(r["step"]) <= step]
+    if len(kept) < len(rows):
+        _write_rows(csv_path, columns, kept)
+    return len(rows) - len(kept)
+
+
+def _read_rows(csv_path):
     with open(csv_path, newline="") as f:
         reader = csv.DictReader(f)
-        columns, rows = list(reader.fieldnames or ["step"]), list(reader)
-    kept = [r for r in rows if r.get("step") in (None, "") or float(r["step"]) < first_dropped_step]
-    if len(kept) < len(rows):
-        tmp = csv_path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, columns)
-            writer.writeheader()
-            writer.writerows(kept)
-        os.replace(tmp, csv_path)
-    return len(rows) - len(kept)
+        return list(reader.fieldnames or ["step"]), list(reader)
+
+
+def _write_rows(csv_path, columns, rows):
+    """Atomically: a run killed while writing keeps the previous file."""
+    tmp = Path(csv_path).with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, csv_path)

@@ -1,7 +1,8 @@
 """Fault injection, DiRA (dira/train.py pre-training and dira/finetune.py): what each fault does, asserted.
 
 kill -9 is real: the CLI's `main` runs in a child process that SIGKILLs itself at a chosen point (a given
-generator forward, or inside the torch.save of a checkpoint); the parent then resumes with `--resume`.
+training step, or half-way through writing a checkpoint: shared.checkpoint's test hooks, set through the
+environment); the parent then resumes with `--resume`.
 Everything runs on the CPU with one thread (bit-identical weights need the same kernels in both processes).
 """
 
@@ -20,6 +21,7 @@ from PIL import Image
 
 from dira import finetune, train
 from dira.data import ImageListDataset, ImageReadError, TwoViewTransform, load_image
+from shared.checkpoint import FAULT_KILL_IN_SAVE_ENV, FAULT_KILL_STEP_ENV
 from shared.guards import FAULT_NAN_STEP_ENV, NonFiniteLossError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,30 +45,11 @@ OUTCOMES = {
 NOT_APPLICABLE = {}
 
 CHILD = r"""
-import json, os, signal, sys
+import json, sys
 import torch
 spec = json.loads(sys.argv[1])
 torch.set_num_threads(1)
-import dira.engine, dira.train
-if spec.get("kill_at_forward"):  # SIGKILL at the n-th generator forward (train and validation batches count)
-    calls, forward = [0], dira.engine.generator_losses
-    def counted(*a, **k):
-        calls[0] += 1
-        if calls[0] == spec["kill_at_forward"]:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return forward(*a, **k)
-    dira.engine.generator_losses = counted
-if spec.get("kill_in_save"):  # SIGKILL half-way through writing the n-th checkpoint.pth
-    saves, save = [0], torch.save
-    def half_save(obj, f, *a, **k):
-        if isinstance(obj, dict) and "best_loss" in obj:  # checkpoint.pth (D_checkpoint.pth has no best_loss)
-            saves[0] += 1
-            if saves[0] == spec["kill_in_save"]:
-                f.write(b"PK\x03\x04 half a checkpoint")
-                f.flush()
-                os.kill(os.getpid(), signal.SIGKILL)
-        return save(obj, f, *a, **k)
-    torch.save = half_save
+import dira.train
 dira.train.main(spec["argv"])
 """
 
@@ -112,8 +95,8 @@ def one_thread(fn, *args):
         torch.set_num_threads(threads)
 
 
-def run_killed(spec):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+def run_killed(spec, **kill_env):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **kill_env}
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
@@ -148,8 +131,8 @@ def straight(lists, tmp_path_factory):
 
 
 def test_kill_resume_bit_identical(lists, straight, tmp_path):
-    # forwards: 2 training + 1 validation per epoch; the 5th is epoch 1's second step, after its first was logged
-    run_killed({"argv": argv(lists, tmp_path, "--epochs", "2"), "kill_at_forward": 5})
+    # 2 steps an epoch: step 3 is epoch 1's second step, after its first was logged
+    run_killed({"argv": argv(lists, tmp_path, "--epochs", "2")}, **{FAULT_KILL_STEP_ENV: "3"})
     run = tmp_path / "DiRA_moco" / "dira"
     assert torch.load(run / "checkpoint.pth", weights_only=True)["epoch"] == 1
     assert max(int(r["step"]) for r in read_rows(run)) == 2  # a row was logged after the checkpoint
@@ -158,7 +141,7 @@ def test_kill_resume_bit_identical(lists, straight, tmp_path):
 
 
 def test_kill_during_save_keeps_previous_checkpoint(lists, straight, tmp_path):
-    run_killed({"argv": argv(lists, tmp_path, "--epochs", "2"), "kill_in_save": 2})
+    run_killed({"argv": argv(lists, tmp_path, "--epochs", "2")}, **{FAULT_KILL_IN_SAVE_ENV: "checkpoint.pth:2"})
     run = tmp_path / "DiRA_moco" / "dira"
     assert list(run.glob(".checkpoint.pth.*.tmp"))  # the half-written file is the temporary one
     for name in ("checkpoint.pth", "D_checkpoint.pth"):
@@ -277,9 +260,10 @@ def test_run_folder_clash_refused_and_logs_kept_apart(lists, straight, tmp_path)
         train.main(clash)
     # a fresh run in a used folder moves the earlier log aside: logs never mix
     first_log = (other_run / "metrics.csv").read_text()
-    train.main(argv(lists, other, "--epochs", "1", "--max_steps_per_epoch", "1"))
+    with pytest.warns(UserWarning, match="the earlier metrics.csv is now metrics.1.csv"):
+        train.main(argv(lists, other, "--epochs", "1", "--max_steps_per_epoch", "1"))
     aside = list(other_run.glob("metrics.*.csv"))
-    assert len(aside) == 1 and aside[0].read_text() == first_log
+    assert [p.name for p in aside] == ["metrics.1.csv"] and aside[0].read_text() == first_log
     assert len(read_rows(other_run)) == len(first_log.splitlines()) - 1
 
 

@@ -1,7 +1,8 @@
 """Fault injection, LoVT pre-training (lovt/train.py, lovt/data): what each fault does, asserted.
 
 kill -9 is real: `run_training` (what the Hydra entry point calls) runs in a child process that SIGKILLs
-itself at a chosen optimizer step or half-way through writing a Lightning checkpoint; the parent resumes.
+itself at a chosen optimizer step or half-way through writing a Lightning checkpoint (shared.checkpoint's
+test hooks, set through the environment); the parent resumes.
 Tiny model (ResNet-18, d=8, a 2-layer BERT), synthetic pairs, CPU, one thread (same kernels both sides).
 """
 
@@ -22,6 +23,7 @@ from PIL import Image, ImageFile
 
 import lovt.train as train
 from lovt.synthetic import SyntheticImageTextDataset, build_tiny_language_model, tiny_overrides
+from shared.checkpoint import FAULT_KILL_IN_SAVE_ENV, FAULT_KILL_STEP_ENV
 from shared.guards import FAULT_NAN_STEP_ENV, NonFiniteLossError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,32 +45,13 @@ OUTCOMES = {
 NOT_APPLICABLE = {"nonfinite_input": "images are 8-bit JPEGs, reports text: neither holds NaN/inf"}
 
 CHILD = r"""
-import json, os, signal, sys
+import json, sys
 import torch
 spec = json.loads(sys.argv[1])
 torch.set_num_threads(1)
 from hydra import compose, initialize_config_dir
 import lovt.train as train
-from lovt.engine import BiModalModelRepresentationLearner as Learner
 from lovt.synthetic import SyntheticImageTextDataset
-if spec.get("kill_at_step") is not None:  # SIGKILL at the start of this optimizer step
-    step = Learner.training_step
-    def killing(self, batch, batch_idx):
-        if self.global_step == spec["kill_at_step"]:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return step(self, batch, batch_idx)
-    Learner.training_step = killing
-if spec.get("kill_in_save"):  # SIGKILL half-way through writing the n-th Lightning checkpoint
-    saves, save = [0], torch.save
-    def half_save(obj, f, *a, **k):
-        if isinstance(obj, dict) and "pytorch-lightning_version" in obj:
-            saves[0] += 1
-            if saves[0] == spec["kill_in_save"]:
-                f.write(b"PK\x03\x04 half a checkpoint")
-                f.flush()
-                os.kill(os.getpid(), signal.SIGKILL)
-        return save(obj, f, *a, **k)
-    torch.save = half_save
 with initialize_config_dir(config_dir=train.CONFIG_DIR, version_base="1.3"):
     cfg = compose("train_representation", overrides=spec["overrides"])
 data = {"train": SyntheticImageTextDataset(8, seed=0), "validation": SyntheticImageTextDataset(4, seed=1)}
@@ -101,9 +84,9 @@ def run(bert, run_dir, *extra):
         torch.set_num_threads(threads)
 
 
-def run_killed(bert, run_dir, **kill):
-    spec = {"overrides": overrides(bert, Path(run_dir).parent / "models"), "run_dir": str(run_dir), **kill}
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+def run_killed(bert, run_dir, **kill_env):
+    spec = {"overrides": overrides(bert, Path(run_dir).parent / "models"), "run_dir": str(run_dir)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **kill_env}
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
@@ -129,7 +112,7 @@ def assert_same_as_straight(straight, result):
 
 def test_kill_resume_bit_identical(bert, straight, tmp_path):
     run_dir = tmp_path / "run"
-    run_killed(bert, run_dir, kill_at_step=3)  # epoch 1, second batch: after the epoch-0 checkpoint
+    run_killed(bert, run_dir, **{FAULT_KILL_STEP_ENV: "3"})  # epoch 1, second batch: after the epoch-0 checkpoint
     last = run_dir / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 2
     assert pd.read_csv(run_dir / "metrics.csv")["step"].max() >= 2  # rows logged after the checkpoint
@@ -138,7 +121,8 @@ def test_kill_resume_bit_identical(bert, straight, tmp_path):
 
 def test_kill_during_save_keeps_previous_checkpoint(bert, straight, tmp_path):
     run_dir = tmp_path / "run"
-    run_killed(bert, run_dir, kill_in_save=3)  # epoch 0 wrote the best and last.ckpt; the 3rd is epoch 1's
+    # epoch 0 wrote the best and last.ckpt; the 3rd checkpoint is epoch 1's
+    run_killed(bert, run_dir, **{FAULT_KILL_IN_SAVE_ENV: "3"})
     last = run_dir / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["epoch"] == 0
     assert list(last.parent.glob(".*.tmp"))  # the half-written file is a temporary one

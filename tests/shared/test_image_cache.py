@@ -27,6 +27,7 @@ def test_build_skips_bad_images_and_reads_back(tmp_path):
     cache = ImageCache(path)
     assert cache.names == ["a.png", "b.png", "c.jpg"]
     assert [s["name"] for s in cache.skipped] == ["bad.png", "missing.png"]
+    assert cache.skipped_files() == ["bad.png", "missing.png"]  # what a training loop reports
     assert all(s["reason"] for s in cache.skipped)
     assert any("bad.png" in line for line in lines) and any("2 skipped" in line for line in lines)
     # shorter side 20, aspect kept as torchvision's Resize(int): the longer side truncated

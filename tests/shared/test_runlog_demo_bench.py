@@ -6,7 +6,7 @@ import pytest
 
 from shared.bench import record, table, write_records
 from shared.demo import read_rows, write_row, write_summary
-from shared.runlog import RunLogger, plot_metrics, read_metrics, save_image_grid
+from shared.runlog import RunLogger, drop_rows_after, plot_metrics, read_metrics, save_image_grid
 
 
 def _rows(path):
@@ -31,6 +31,20 @@ def test_metrics_csv_widens_when_a_column_appears_and_resumes(tmp_path):
     assert [r["loss"] for r in _rows(tmp_path / "run" / "metrics.csv")] == ["2.0", "1.5", "1.0", "0.5"]
     series = read_metrics(tmp_path / "run" / "metrics.csv")
     assert series["val_loss"] == ([2.0], [1.7]) and series["loss"][1] == [2.0, 1.5, 1.0, 0.5]
+
+
+def test_resume_drops_the_rows_logged_after_the_checkpoint(tmp_path):
+    log = RunLogger(tmp_path / "run", tensorboard=False)
+    for step in range(1, 6):
+        log.log(step, loss=float(step))
+    assert log.truncate(3) == 2  # a resume from a checkpoint at step 3: steps 4 and 5 come again
+    log.log(4, loss=40.0, acc=0.5)  # a new column rewrites the file from the rows kept in memory
+    rows = _rows(tmp_path / "run" / "metrics.csv")
+    assert [(r["step"], r["loss"]) for r in rows] == [("1", "1.0"), ("2", "2.0"), ("3", "3.0"), ("4", "40.0")]
+    # the same on a file written by another logger (Lightning's CSV); no file: nothing dropped
+    assert drop_rows_after(tmp_path / "run" / "metrics.csv", 1) == 3
+    assert [r["step"] for r in _rows(tmp_path / "run" / "metrics.csv")] == ["1"]
+    assert drop_rows_after(tmp_path / "none.csv", 0) == 0
 
 
 def test_disabled_logger_writes_nothing(tmp_path):
