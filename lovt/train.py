@@ -15,6 +15,7 @@ if __package__ in (None, ""):  # run as a script: make `lovt` and `shared` impor
 
 import logging
 import pickle
+import time
 import warnings
 
 import hydra
