@@ -154,22 +154,44 @@ class ReportEncoder(nn.Module):
         return {"local": local, "global": global_, "mask": sentence_mask, "weights": weights, "structure": S}
 
 
+def tiny_vocabulary(corpus, vocab_size: int = 600) -> list[str]:
+    """A deterministic WordPiece vocabulary: BERT's special tokens, every character seen (alone and as a `##`
+    continuation), then whole words by falling frequency (ties alphabetical) up to `vocab_size` tokens."""
+    from collections import Counter
+
+    from tokenizers.normalizers import BertNormalizer
+    from tokenizers.pre_tokenizers import BertPreTokenizer
+
+    normalize, split = BertNormalizer(lowercase=True), BertPreTokenizer()
+    words = Counter(w for text in (list(corpus) or ["empty"])
+                    for w, _ in split.pre_tokenize_str(normalize.normalize_str(text)))
+    chars = sorted({c for w in words for c in w})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + ["##" + c for c in chars]
+    known = set(vocab)
+    for word, _ in sorted(words.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(vocab) >= vocab_size:
+            break
+        if word not in known:
+            vocab.append(word)
+            known.add(word)
+    return vocab
+
+
 def build_tiny_bert(folder, corpus: list[str], hidden_size: int = 32, num_layers: int = 8, num_heads: int = 4,
                     intermediate_size: int = 64, vocab_size: int = 600, seed: int = 0) -> Path:
     """Write a small random-init BERT (config.json, weights, vocab.txt) usable as `language_encoder`.
 
-    Tests and demos use it instead of downloading Bio_ClinicalBERT; the WordPiece vocabulary is trained on `corpus`
-    with `tokenizers` (lower-cased, like Bio_ClinicalBERT's tokenizer defaults).
+    Tests and demos use it instead of downloading Bio_ClinicalBERT. The WordPiece vocabulary comes from `corpus`
+    (lower-cased, like Bio_ClinicalBERT's tokenizer defaults) by `tiny_vocabulary`, so the same corpus always gives
+    the same vocab.txt (the `tokenizers` WordPiece trainer breaks frequency ties differently in every process).
     """
-    from tokenizers import BertWordPieceTokenizer
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    wp = BertWordPieceTokenizer(lowercase=True)
-    wp.train_from_iterator(list(corpus) or ["empty"], vocab_size=vocab_size, min_frequency=1)
-    wp.save_model(str(folder))
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    (folder / "vocab.txt").write_text("".join(t + "\n" for t in tiny_vocabulary(corpus, vocab_size)))
+    # transformers 5 takes the file as `vocab` (it ignores `vocab_file`, which left 5 special tokens only)
+    tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=True)
     tokenizer.save_pretrained(folder)
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
