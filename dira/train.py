@@ -28,6 +28,7 @@ import torch.multiprocessing as mp
 from dira import engine
 from dira.data import ImageListDataset, TwoViewTransform
 from dira.models import DiRAUNet, Discriminator, build_generator, unet_of
+from dira.probe import add_probe_args, online_probe
 from shared.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 from shared.distributed import init_distributed, seed_everything
 from shared.runlog import RunLogger, save_image_grid
@@ -112,6 +113,7 @@ def get_args_parser():
     g.add_argument("--simsiam_pred_dim", default=512, type=int)
     g.add_argument("--no_fix_pred_lr", dest="fix_pred_lr", action="store_false",
                    help="schedule the SimSiam predictor's lr too (fixed by default, as SimSiam's best)")
+    add_probe_args(g)
     return p
 
 
@@ -280,6 +282,7 @@ def train_process(rank, world_size, device, per_node, args):
         old_csv.rename(run_dir / f"metrics.{time.strftime('%Y%m%d-%H%M%S')}.csv")
     logger = RunLogger(run_dir, wandb=args.wandb, config={k: plain(v) for k, v in vars(args).items()},
                        enabled=main_process)
+    probe = online_probe(args, model_without_ddp, logger, device, main_process)
     preview = None
     if main_process and args.mode != "di" and args.preview_images > 0:
         preview_tf = TwoViewTransform(args.mode, args.img_size, args.flip_target, args.strict_swap_overlap,
@@ -325,6 +328,7 @@ def train_process(rank, world_size, device, per_node, args):
         steps = len(train_loader) if not args.max_steps_per_epoch else min(len(train_loader), args.max_steps_per_epoch)
         logger.log((epoch + 1) * steps - 1, epoch=epoch, val_loss=valid_loss,
                    **{f"train_{k}": v for k, v in train_stats.items()})
+        probe(epoch + 1, log_step=(epoch + 1) * steps - 1)
         print(f"epoch {epoch}: lr {lr:.5g} train {train_stats} validation loss {valid_loss:.5f} "
               f"({time.time() - t0:.1f}s)")
         if preview is not None:

@@ -20,6 +20,7 @@ over the labels whose test column holds both classes and whose train column hold
 An AUROC that is undefined (one class only) is NaN, never a made-up 0.5.
 """
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -275,3 +276,93 @@ class ProbeSet:
 def should_probe(step, every):
     """True when `every` > 0 and `step` (1-based count of steps/epochs done) is a multiple of it."""
     return every > 0 and step > 0 and step % every == 0
+
+
+PROBE_COLUMNS = tuple(PREFIX + k for k in ("knn_acc", "knn_auroc", "linear_acc", "linear_auroc"))
+
+
+class OnlineProbe:
+    """Probe the frozen encoder every `every` steps (or epochs) of a training run and log `probe_*`.
+
+    `make_set()` builds the ProbeSet on first use only, so a run without probing (every == 0, the
+    default) or a rank other than 0 (enabled=False) reads nothing and costs nothing. `forward_fn(x)`
+    gives the encoder's feature map; pass `model` so it is put in eval mode for the probe (and back).
+    """
+
+    def __init__(self, every, make_set, forward_fn, logger=None, device=None, enabled=True, model=None,
+                 batch_size=16, k=20, seed=0):
+        self.every, self.make_set, self.forward_fn = int(every or 0), make_set, forward_fn
+        self.logger, self.device, self.enabled, self.model = logger, device, enabled, model
+        self.batch_size, self.k, self.seed = batch_size, k, seed
+        self.probe_set = None
+
+    @property
+    def active(self):
+        return self.enabled and self.every > 0
+
+    def __call__(self, count, log_step=None, force=False):
+        """Probe when `count` (steps or epochs done, from 1) is a multiple of `every`; returns the scores."""
+        if not self.active or not (force or should_probe(count, self.every)):
+            return None
+        if self.probe_set is None:
+            self.probe_set = self.make_set()
+        scores = self.probe_set.evaluate(self.forward_fn, self.device, self.batch_size, self.k, self.seed,
+                                         self.model)
+        if self.logger is not None:
+            self.logger.log(count if log_step is None else log_step, **scores)
+        print("probe " + " ".join(f"{k[len(PREFIX):]} {v:.3f}" for k, v in scores.items())
+              + f" ({self.probe_set.name}, {len(self.probe_set)} samples)")
+        return scores
+
+
+# ----------------------------------------------------------------------------------------------
+# offline: `python <method>/probe.py <checkpoint> --data <root>`
+
+def offline_parser(description, data_help):
+    """The flags every method's probe.py shares; each method adds its model's flags."""
+    import argparse
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("checkpoint", nargs="?", default=None,
+                   help="any checkpoint the method's loaders read (omit with --random_init)")
+    p.add_argument("--data", required=True, help=data_help)
+    p.add_argument("--random_init", action="store_true", help="probe a randomly initialised encoder")
+    p.add_argument("--out", default=None, help="JSON file for the scores (default: <checkpoint>.probe.json, "
+                                               "or probe_random_init.json)")
+    p.add_argument("--k", type=int, default=20, help="neighbours of the k-NN probe")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random init, split and probe")
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--trusted", action="store_true",
+                   help="unpickle the checkpoint with weights_only=False (only files you trust)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
+    return p
+
+
+def check_offline_args(parser, args):
+    if args.checkpoint is None and not args.random_init:
+        parser.error("give a checkpoint, or --random_init for the random-init baseline")
+    if args.checkpoint is not None and args.random_init:
+        parser.error("a checkpoint and --random_init exclude each other")
+    if args.checkpoint is not None and not os.path.isfile(args.checkpoint):
+        parser.error(f"{args.checkpoint}: no such checkpoint file")
+    args.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return args
+
+
+def report(args, probe_set, scores, **extra):
+    """Print the scores and write them (with what was probed) as JSON; returns the record."""
+    import json
+    from pathlib import Path
+    record = {"checkpoint": args.checkpoint, "random_init": bool(args.random_init), "data": str(args.data),
+              "probe_set": probe_set.name, "n_train": len(probe_set.train_x), "n_test": len(probe_set.test_x),
+              "k": args.k, "seed": args.seed, **extra, **scores}
+    out = Path(args.out) if args.out else (Path(args.checkpoint + ".probe.json") if args.checkpoint
+                                           else Path("probe_random_init.json"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    print(f"{'random init' if args.random_init else args.checkpoint} on {probe_set.name} "
+          f"({record['n_train']} train / {record['n_test']} test):")
+    for key in PROBE_COLUMNS:
+        print(f"  {key:20s} {scores[key]:.4f}")
+    print(f"-> {out}")
+    return record

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from shared.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 from shared.distributed import barrier, cleanup, init_distributed, seed_everything
 from shared.genesis.data import EpochBatches, RestorationBatches, batch_rng, load_patterns
+from shared.genesis.probe import add_probe_args, online_probe
 from shared.genesis.restoration import TRANSFORMS, central_slices, restoration_pair
 from shared.runlog import RunLogger, save_image_grid
 from shared.unet3d import ClassificationNet3D, YNet3D
@@ -82,6 +83,7 @@ def build_parser(description, exp_name, data_dir=None):
     p.add_argument("--trusted", action="store_true", help="allow unpickling --pre_path with weights_only=False")
     p.add_argument("--wandb", default=None, help="wandb project (off by default)")
     p.add_argument("--device", default=None, help="force a device (cpu, cuda, cuda:1)")
+    add_probe_args(p)
     return p
 
 
@@ -145,6 +147,7 @@ class Trainer:
         self.best_loss, self.best_acc, self.no_improvement = 100000.0, 0.0, 0
         self.logger = RunLogger(self.run_dir, wandb=args.wandb, enabled=self.info.is_main,
                                 config={k: v for k, v in vars(args).items()})
+        self.probe = online_probe(args, self.model, self.logger, self.device, self.info.is_main)
         if args.resume:
             self.resume(args.resume)
         self.train_loader, self.train_batches = self._loader(self.train_cubes, "train", shuffle=True)
@@ -275,6 +278,7 @@ class Trainer:
             lr = self.optimizer.param_groups[0]["lr"]
             self.logger.log(self.step, epoch=epoch + 1, train_loss_epoch=train_loss, val_loss=val_loss,
                             val_mse=val_mse, val_ce=val_ce, val_acc=val_acc, lr=lr)
+            self.probe(epoch + 1, log_step=self.step)
             improved = val_loss < self.best_loss
             if improved:
                 self.best_loss, self.best_acc, self.no_improvement = val_loss, val_acc, 0
