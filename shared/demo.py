@@ -52,6 +52,36 @@ def metric(kind, name, seeds, pretrained, random_init):
     return {"kind": kind, "name": name, "seeds": seeds, "pretrained": pretrained, "random": random_init}
 
 
+def probe_over_seeds(probe_set, build_encoder, load_weights, seeds, feature_fn=None, key="probe_linear_auroc",
+                     resplit=True):
+    """Frozen-probe scores (shared.probe) of a pre-trained and a random-init encoder, one pair per seed.
+
+    For seed s the random encoder is `build_encoder()` after torch.manual_seed(s), the pre-trained one the same
+    encoder after `load_weights(encoder)`; with `resplit` the probe set's samples are split afresh (stratified,
+    held-out 30 %) with seed s, so both scores vary with the split. Returns {"pretrained": [...], "random":
+    [...], "all": [{"seed", "pretrained": scores, "random": scores}]} with `key` in the lists."""
+    import numpy as np
+    import torch
+
+    from shared.probe import ProbeSet
+
+    out = {"pretrained": [], "random": [], "all": []}
+    x = torch.cat([probe_set.train_x, probe_set.test_x])
+    y = np.concatenate([probe_set.train_y, probe_set.test_y])
+    for seed in seeds:
+        split = ProbeSet.from_labelled(x, y, 0.3, seed, probe_set.name) if resplit else probe_set
+        torch.manual_seed(seed)
+        encoder = build_encoder()
+        fn = feature_fn(encoder) if feature_fn else encoder
+        rnd = split.evaluate(fn, seed=seed, model=encoder)
+        load_weights(encoder)
+        pre = split.evaluate(fn, seed=seed, model=encoder)
+        out["pretrained"].append(pre[key])
+        out["random"].append(rnd[key])
+        out["all"].append({"seed": seed, "pretrained": pre, "random": rnd})
+    return out
+
+
 def write_row(method, runs="runs", **fields):
     """Write runs/demo/<method>/row.json with the summary fields (see ROW_FIELDS; `metrics`: a list of
     `metric(...)`)."""
