@@ -30,6 +30,7 @@ from lovt.export import finalize_run
 from lovt.models.config import model_config, register_configs
 from lovt.online_eval import build_online_evaluators
 from lovt.plots import plot_attention_examples
+from lovt.probe import build_probe_callbacks
 from shared.checkpoint import rng_state, save_atomic, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ def run_training(cfg: DictConfig, run_dir, datasets=None) -> dict:
         else:
             callbacks.append(instantiate(node))
     callbacks += build_online_evaluators(cfg.get("online_eval"))
+    callbacks += build_probe_callbacks(cfg)  # the frozen-feature probe (probe_every > 0)
     if cfg.attention_plots:
         callbacks.append(AttentionPlotCallback(run_dir / "plots", cfg.attention_plots))
     loggers = [instantiate(node, save_dir=str(run_dir)) for node in (cfg.get("logger") or {}).values()]

@@ -48,7 +48,7 @@ def checkpoint(model, optimizer, scheduler, scaler, args, state):
 
 
 def train(args, model, student, optimizer, scheduler, scaler, dataset, info, logger, state,
-          amp=False, amp_dtype=torch.float16):
+          amp=False, amp_dtype=torch.float16, probe=None):
     """Run until state['global_step'] == args.num_steps (or the end of that pass with
     --finish_pass, as the original). `student` is model.student, DDP-wrapped when distributed."""
     logdir = Path(args.logdir)
@@ -87,6 +87,8 @@ def train(args, model, student, optimizer, scheduler, scaler, dataset, info, log
                 if args.save_every and step % args.save_every == 0:
                     save_atomic(checkpoint(model, optimizer, scheduler, scaler, args, state),
                                 logdir / f"model_step{step}.pt")
+            if probe is not None:  # the frozen-feature probe (shared.probe.OnlineProbe), rank 0
+                probe(step)
             t0 = time.time()
             if step >= args.num_steps and not args.finish_pass:
                 break

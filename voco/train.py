@@ -23,6 +23,7 @@ from shared.runlog import RunLogger
 from voco import engine
 from voco.data import build_pretrain_dataset, crops_figure, load_datalist
 from voco.models import VoCo
+from voco.probe import add_probe_args, online_probe
 from voco.utils import amp_settings, str2bool
 
 
@@ -102,6 +103,7 @@ def get_parser():
     p.add_argument("--device", default=None, type=str, help="force cpu / cuda")
     p.add_argument("--wandb", default=None, type=str, help="wandb project (off by default)")
     p.add_argument("--skip_bad", default=True, type=str2bool, help="skip unreadable volumes with a warning")
+    add_probe_args(p)
     return p
 
 
@@ -178,12 +180,15 @@ def main(argv=None):
         if state["global_step"] == 0:
             crops_figure(dataset.load_readable(0)[1], dataset.crops,
                          Path(args.logdir) / "crops.png", args.seed)
+    probe = online_probe(args, model, logger, info.device, info.is_main)
     state = engine.train(args, model, student, optimizer, scheduler, scaler, dataset, info, logger,
-                         state, amp, amp_dtype)
+                         state, amp, amp_dtype, probe=probe)
     logger.close()
     if info.is_main:
+        from shared.probe import PROBE_COLUMNS
         from shared.runlog import plot_metrics
-        plot_metrics(logger.csv_path, Path(args.logdir) / "loss.png", columns=["loss", "pos", "neg", "reg"])
+        plot_metrics(logger.csv_path, Path(args.logdir) / "loss.png",
+                     columns=["loss", "pos", "neg", "reg", *PROBE_COLUMNS])
     cleanup()
     return state
 
