@@ -42,6 +42,9 @@ def main(argv=None):
     p.add_argument("--ft_epochs", type=int, default=3)
     p.add_argument("--seeds", type=int, default=3, help="downstream seeds (0, 1, ...)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (fixed: results depend on it)")
+    p.add_argument("--img_size", type=int, default=64, help="image side (a multiple of 32)")
+    p.add_argument("--train_images", type=int, default=None,
+                   help="only the first N images of the training list (a quicker run, e.g. in tests)")
     args = p.parse_args(argv)
     make_deterministic(0, args.threads)
     start = time.time()
@@ -50,9 +53,15 @@ def main(argv=None):
         raise SystemExit(f"no sample X-rays under {xray}: run `python -m shared.sample_data --out {args.sample}`")
     out = Path(args.runs) / "demo" / "dira"
     shutil.rmtree(out, ignore_errors=True)  # a fresh demo: no logs or results of an earlier one
-    lists = ["--train_list", str(xray / "Xray14_train_official.txt"),
+    train_list = xray / "Xray14_train_official.txt"
+    if args.train_images:
+        out.mkdir(parents=True)
+        lines = train_list.read_text().splitlines()[:args.train_images]
+        train_list = out / "train_list.txt"
+        train_list.write_text("\n".join(lines) + "\n")
+    lists = ["--train_list", str(train_list),
              "--val_list", str(xray / "Xray14_val_official.txt")]
-    tiny = ["-a", "resnet18", "--img_size", "64", "--batch-size", "8", "--moco-k", "16", "--mlp", "--cos",
+    tiny = ["-a", "resnet18", "--img_size", str(args.img_size), "--batch-size", "8", "--moco-k", "16", "--mlp", "--cos",
             "--moco-t", "0.2", "-j", "0", "--seed", "0", "--checkpoint-dir", str(out / "pretrain"),
             "--preview_images", "4", "--print-freq", "5"]
     stage1 = train.main([str(xray / "images"), *lists, *tiny, "--mode", "dir", "--epochs", str(args.dir_epochs)])
@@ -65,12 +74,12 @@ def main(argv=None):
             steps += max(int(r["step"]) for r in csv.DictReader(f)) + 1
 
     ft = ["segmentation", "--data_dir", str(xray / "images"), "--mask_dir", str(xray / "masks"),
-          "--train_list", str(xray / "Xray14_train_official.txt"), "--val_list", str(xray / "Xray14_val_official.txt"),
-          "--test_list", str(xray / "Xray14_test_official.txt"), "-a", "resnet18", "--img_size", "64",
+          "--train_list", str(train_list), "--val_list", str(xray / "Xray14_val_official.txt"),
+          "--test_list", str(xray / "Xray14_test_official.txt"), "-a", "resnet18", "--img_size", str(args.img_size),
           "--epochs", str(args.ft_epochs), "--batch_size", "8", "--workers", "0"]
     seeds = list(range(args.seeds))
     weights = stage2 / "best_checkpoint.pth"
-    probe_set = chestxray14_probe_set(xray, img_size=64, max_per_split=None, seed=0)
+    probe_set = chestxray14_probe_set(xray, img_size=args.img_size, max_per_split=None, seed=0)
     probe = probe_over_seeds(probe_set, lambda: build_resnet("resnet18"),
                              lambda net: load_into_resnet(net, weights, verbose=False), seeds, feature_fn=feature_fn)
     dice = {"pretrained": [], "random": []}
@@ -83,7 +92,7 @@ def main(argv=None):
             print(f"seed {seed}: probe AUROC {probe['pretrained'][seed]:.3f} vs {probe['random'][seed]:.3f}, "
                   f"Dice {dice['pretrained'][-1]:.3f} vs {dice['random'][-1]:.3f} ({time.time() - start:.0f} s)")
     wall = time.time() - start
-    n_train = len((xray / "Xray14_train_official.txt").read_text().split("\n")) - 1
+    n_train = len(train_list.read_text().splitlines())
     row = write_row("dira", runs=args.runs, data=f"sample ChestX-ray14, {n_train} training X-rays", steps=steps,
                     final_loss=round(final_loss, 4), wall_time_s=round(wall, 1),
                     loss_csv=os.path.relpath(stage2 / "metrics.csv"), metrics=[

@@ -53,32 +53,42 @@ def metric(kind, name, seeds, pretrained, random_init):
 
 
 def probe_over_seeds(probe_set, build_encoder, load_weights, seeds, feature_fn=None, key="probe_linear_auroc",
-                     resplit=True):
+                     resplit=True, batch_size=32):
     """Frozen-probe scores (shared.probe) of a pre-trained and a random-init encoder, one pair per seed.
 
-    For seed s the random encoder is `build_encoder()` after torch.manual_seed(s), the pre-trained one the same
-    encoder after `load_weights(encoder)`; with `resplit` the probe set's samples are split afresh (stratified,
-    held-out 30 %) with seed s, so both scores vary with the split. Returns {"pretrained": [...], "random":
-    [...], "all": [{"seed", "pretrained": scores, "random": scores}]} with `key` in the lists."""
+    For seed s the random encoder is `build_encoder()` after torch.manual_seed(s); the pre-trained one is an
+    encoder after `load_weights(encoder)` (its features are taken once: they do not depend on the seed). With
+    `resplit` the probe set's samples are split afresh (stratified, 30 % held out) with seed s, so both scores
+    vary with the split; otherwise the set's own split is used. Returns {"pretrained": [...], "random": [...],
+    "all": [{"seed", "pretrained": scores, "random": scores}]}, the lists holding `key`."""
     import numpy as np
     import torch
 
-    from shared.probe import ProbeSet
+    from shared.probe import PREFIX, pooled_features, probe_scores, split_indices
 
-    out = {"pretrained": [], "random": [], "all": []}
     x = torch.cat([probe_set.train_x, probe_set.test_x])
     y = np.concatenate([probe_set.train_y, probe_set.test_y])
-    for seed in seeds:
-        split = ProbeSet.from_labelled(x, y, 0.3, seed, probe_set.name) if resplit else probe_set
-        torch.manual_seed(seed)
-        encoder = build_encoder()
+    n_train = len(probe_set.train_x)
+
+    def features(encoder):
         fn = feature_fn(encoder) if feature_fn else encoder
-        rnd = split.evaluate(fn, seed=seed, model=encoder)
-        load_weights(encoder)
-        pre = split.evaluate(fn, seed=seed, model=encoder)
-        out["pretrained"].append(pre[key])
-        out["random"].append(rnd[key])
-        out["all"].append({"seed": seed, "pretrained": pre, "random": rnd})
+        return pooled_features(fn, (x[i:i + batch_size] for i in range(0, len(x), batch_size)), model=encoder)
+
+    torch.manual_seed(seeds[0])
+    encoder = build_encoder()
+    load_weights(encoder)
+    pretrained_features = features(encoder)
+    out = {"pretrained": [], "random": [], "all": []}
+    for seed in seeds:
+        torch.manual_seed(seed)
+        random_features = features(build_encoder())
+        train, test = (split_indices(y, 0.3, seed) if resplit else (np.arange(n_train), np.arange(n_train, len(y))))
+        scores = {}
+        for name, f in (("pretrained", pretrained_features), ("random", random_features)):
+            found = probe_scores(f[train], y[train], f[test], y[test], seed=seed)
+            scores[name] = {PREFIX + k: float(v) for k, v in found.items() if not k.startswith("n_")}
+            out[name].append(scores[name][key])
+        out["all"].append({"seed": seed, **scores})
     return out
 
 

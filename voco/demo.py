@@ -66,10 +66,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sample", default="data/sample", help="sample-data root (btcv/ is generated if absent)")
     p.add_argument("--runs", default="runs")
-    p.add_argument("--steps", default=40, type=int, help="pre-training steps")
+    p.add_argument("--steps", default=30, type=int, help="pre-training steps")
     p.add_argument("--lr", default=1e-3, type=float, help="pre-training peak LR (cosine, no warm-up)")
     p.add_argument("--num_crops", default=3, type=int, help="base crops per axis (3: a 3x3 grid)")
-    p.add_argument("--random_crops", default=4, type=int, help="random crops per step (--sw_batch_size)")
+    p.add_argument("--random_crops", default=2, type=int, help="random crops per step (--sw_batch_size)")
     p.add_argument("--epochs", default=10, type=int, help="fine-tuning epochs (6 one-patch steps each)")
     p.add_argument("--ft_lr", default=3e-3, type=float, help="fine-tuning LR (BTCV recipe: 3e-4)")
     p.add_argument("--spacing", default=(8.0, 8.0, 10.0), type=float, nargs=3,
@@ -143,7 +143,7 @@ def organ_probe(btcv, weights, args, seeds):
     from voco.probe import btcv_probe_set, feature_fn
 
     probe_set = btcv_probe_set(btcv / "dataset_0.json", None, base_roi=32, num_crops=args.num_crops, roi=32,
-                               per_organ=4, seed=0)
+                               per_organ=1, seed=0)
     state = branch_state_dict(weights, args.pretrained_branch)
 
     def build():
