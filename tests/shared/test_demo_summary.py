@@ -57,3 +57,31 @@ def test_fake_run_makes_the_table_and_the_chart(tmp_path):
     assert (runs / "demo" / "summary.md").read_text() == text
     assert [r["method"] for r in read_rows(runs)] == ["m1", "m2"]
     assert json.loads((runs / "demo" / "m1" / "row.json").read_text())["metrics"][0]["seeds"] == [0, 1, 2]
+
+
+def test_probe_over_seeds_finds_the_planted_signal_only_in_the_loaded_encoder():
+    import numpy as np
+    import torch
+
+    from shared.demo import probe_over_seeds
+    from shared.probe import ProbeSet
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 40)
+    x = rng.normal(0, 3, (80, 8)).astype(np.float32)
+    x[:, 0] = (y * 2 - 1) + rng.normal(0, 0.3, 80)  # the label lives in channel 0 only
+
+    def build():
+        return torch.nn.Linear(8, 1)
+
+    def load(net):  # "pre-training" found channel 0
+        with torch.no_grad():
+            net.weight.zero_()
+            net.weight[0, 0] = 1.0
+            net.bias.zero_()
+    probe_set = ProbeSet.from_labelled(torch.from_numpy(x), y, 0.3, 0)
+    found = probe_over_seeds(probe_set, build, load, [0, 1, 2])
+    assert all(v > 0.95 for v in found["pretrained"])
+    assert np.mean(found["random"]) < np.mean(found["pretrained"]) - 0.2
+    assert len(set(found["random"])) > 1 and [a["seed"] for a in found["all"]] == [0, 1, 2]
+    assert found == probe_over_seeds(probe_set, build, load, [0, 1, 2])  # seeded: the same again
