@@ -155,8 +155,9 @@ class ReportEncoder(nn.Module):
 
 
 def tiny_vocabulary(corpus, vocab_size: int = 600) -> list[str]:
-    """A deterministic WordPiece vocabulary: BERT's special tokens, every character seen (alone and as a `##`
-    continuation), then whole words by falling frequency (ties alphabetical) up to `vocab_size` tokens."""
+    """A deterministic WordPiece vocabulary: BERT's special tokens, every character seen, then whole words by falling
+    frequency (ties alphabetical) up to `vocab_size` tokens. No `##` pieces: a word outside the vocabulary is one
+    `[UNK]`, so a report has as many tokens as words (the 128-token tiny configuration keeps whole reports)."""
     from collections import Counter
 
     from tokenizers.normalizers import BertNormalizer
@@ -166,7 +167,7 @@ def tiny_vocabulary(corpus, vocab_size: int = 600) -> list[str]:
     words = Counter(w for text in (list(corpus) or ["empty"])
                     for w, _ in split.pre_tokenize_str(normalize.normalize_str(text)))
     chars = sorted({c for w in words for c in w})
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + ["##" + c for c in chars]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars
     known = set(vocab)
     for word, _ in sorted(words.items(), key=lambda kv: (-kv[1], kv[0])):
         if len(vocab) >= vocab_size:
