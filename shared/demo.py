@@ -16,6 +16,7 @@ import os
 import random
 import statistics
 import sys
+import textwrap
 from pathlib import Path
 
 ROW_FIELDS = ("method", "data", "steps", "final_loss", "metrics", "wall_time_s", "loss_csv", "note")
@@ -203,7 +204,7 @@ def plot_summary(rows, png):
         raise ValueError("no row has metrics to plot")
     cols = min(4, len(panels))
     nrows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 3.0 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.4 * cols, 3.4 * nrows), squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
     for ax, (method, m) in zip(axes.flat, panels):
@@ -214,7 +215,8 @@ def plot_summary(rows, png):
         ax.bar([0, 1], means, yerr=errors, capsize=6, color=["tab:blue", "tab:gray"])
         ax.set_xticks([0, 1], ["pre-trained", "random"])
         verdict = {"gain": "gain", "loss": "lower", "no": "CI of diff. holds 0"}[c["verdict"]]
-        ax.set_title(f"{method}\n{m['kind']}: {m['name']}\n({verdict}, {c['n']} seeds)", fontsize=8)
+        name = textwrap.fill(f"{m['kind']}: {m['name']}", 38)
+        ax.set_title(f"{method}\n{name}\n({verdict}, {c['n']} seeds)", fontsize=8)
         ax.tick_params(labelsize=8)
     fig.tight_layout()
     Path(png).parent.mkdir(parents=True, exist_ok=True)
