@@ -139,7 +139,7 @@ def _fmt(value, digits=3):
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) >= 1000 else f"{value:.{digits}f}"
+        return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.{digits}f}"
     return str(value)
 
 
