@@ -23,7 +23,16 @@ import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 
-from shared.probe import OnlineProbe, ProbeSet, check_offline_args, offline_parser, report, split_indices
+from shared.probe import (
+    OnlineProbe,
+    ProbeSet,
+    check_offline_args,
+    offline_parser,
+    report,
+    resnet_trunk,
+    split_indices,
+    subsample_indices,
+)
 
 FINDINGS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
             "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia")
@@ -48,10 +57,6 @@ def _data_entry_labels(csv_path):
     return names, np.asarray(labels, dtype=np.int64)
 
 
-def _subset(n, cap, rng):
-    return np.arange(n) if not cap or n <= cap else np.sort(rng.choice(n, cap, replace=False))
-
-
 def _load(paths, size):
     from dira.data import load_image
     # uint8 in memory (a quarter of float32); the probe's forward scales to [0, 1]
@@ -65,7 +70,6 @@ def chestxray14_probe_set(root, images_dir=None, img_size=224, max_per_split=300
 
     root = Path(root)
     images = _images_dir(root, images_dir)
-    rng = np.random.default_rng(seed)
     if (root / LISTS[0]).is_file() and (root / LISTS[2]).is_file():
         parts = [read_image_list(root / name, images) for name in LISTS if (root / name).is_file()]
         train_paths = [p for paths, _ in parts[:-1] for p in paths]
@@ -87,7 +91,7 @@ def chestxray14_probe_set(root, images_dir=None, img_size=224, max_per_split=300
         raise FileNotFoundError(f"{root}: neither {LISTS[0]} + {LISTS[2]} nor Data_Entry_2017.csv")
     if train_y.shape[1] != len(FINDINGS):
         raise ValueError(f"{root}: the lists hold {train_y.shape[1]} labels per image, expected 14")
-    tr, te = _subset(len(train_paths), max_per_split, rng), _subset(len(test_paths), max_per_split, rng)
+    tr, te = subsample_indices(train_y, max_per_split, seed), subsample_indices(test_y, max_per_split, seed)
     return ProbeSet(_load([train_paths[i] for i in tr], img_size), train_y[tr],
                     _load([test_paths[i] for i in te], img_size), test_y[te],
                     name=f"chestxray14 findings ({source})")
@@ -99,7 +103,7 @@ def feature_fn(net):
     backbone = getattr(net, "backbone", net)  # DiRAUNet -> its smp.Unet
     encoder = getattr(backbone, "encoder", None)
     if encoder is None:  # a torchvision ResNet: everything up to the global pool
-        stages = torch.nn.Sequential(*[m for name, m in net.named_children() if name not in ("avgpool", "fc")])
+        stages = resnet_trunk(net)
     else:
         def stages(x):
             return encoder(x)[-1]
@@ -126,6 +130,10 @@ def online_probe(args, model, logger, device, main_process):
     root = args.probe_data or str(Path(args.train_list).parent)
     images = None if args.probe_data else args.data
     encoder = unet_of(model)
+    has_labels = (Path(root) / LISTS[2]).is_file() or (Path(root) / "Data_Entry_2017.csv").is_file()
+    if args.probe_every > 0 and main_process and not has_labels:  # fail now, not after the first epoch
+        raise FileNotFoundError(f"--probe_every: {root} holds neither {LISTS[0]} + {LISTS[2]} nor "
+                                "Data_Entry_2017.csv; give --probe_data <ChestX-ray14 root>")
 
     def make():
         return chestxray14_probe_set(root, images, args.img_size, args.probe_max, args.seed or 0)

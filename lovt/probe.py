@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from pytorch_lightning import Callback
 
-from shared.probe import OnlineProbe, ProbeSet, check_offline_args, offline_parser, report
+from shared.probe import OnlineProbe, ProbeSet, check_offline_args, offline_parser, report, resnet_trunk
 
 
 def _deterministic(dataset, image_transform=None):
@@ -143,7 +143,7 @@ def main(argv=None):
     resnet = torchvision.models.__dict__[args.arch](weights=None)
     if args.checkpoint:
         load_backbone(resnet, args.checkpoint, args.trusted)
-    stages = torch.nn.Sequential(*[m for n, m in resnet.named_children() if n not in ("avgpool", "fc")])
+    stages = resnet_trunk(resnet)
     stages.to(args.device)
     stats = ImageTextDataset(args.data, "train").stats  # normalise with the TRAIN statistics, as pre-training
     transform = ScanTransform(image_size=(args.image_size,) * 2, dataset_stats=stats, val=True)

@@ -11,8 +11,11 @@ One building block for 2D and 3D encoders alike:
   AUROC on the test set.
 - `split_indices(labels, test_fraction, seed)`: a stratified, seeded held-out split for when only one
   labelled set exists.
+- `subsample_indices(labels, n, seed)`: a seeded cap on a probe split that keeps every class it can.
 - `ProbeSet`: inputs and labels of both splits in memory, `.evaluate(forward_fn, device)` gives the
   `probe_*` scalars a training loop logs.
+- `OnlineProbe`: every N steps/epochs during training (rank 0), the set built on first use only.
+- `offline_parser` / `check_offline_args` / `report`: the common part of every `<method>/probe.py`.
 
 Labels are either integer classes (shape N; binary or multi-class, AUROC macro over one-vs-rest
 classes present in the test set) or a multi-label 0/1 matrix (N x L; AUROC and accuracy are means
@@ -51,6 +54,12 @@ def global_pool(feature_map):
     if feature_map.dim() < 2:
         raise ValueError(f"feature map of shape {tuple(feature_map.shape)}: expected (B, C, ...)")
     return feature_map.flatten(2).mean(-1) if feature_map.dim() > 2 else feature_map
+
+
+def resnet_trunk(resnet):
+    """A torchvision ResNet without its global pool and classifier: images -> the last stage's feature map
+    (the modules are shared, not copied)."""
+    return torch.nn.Sequential(*[m for name, m in resnet.named_children() if name not in ("avgpool", "fc")])
 
 
 def pooled_features(forward_fn, batches, device=None, model=None):
@@ -212,20 +221,43 @@ def split_indices(labels, test_fraction=0.3, seed=0):
     Class labels stratify by class; a multi-label matrix by its most frequent positive label per row
     (or "none"). Falls back to an unstratified split when a stratum has a single member.
     """
+    n_test = max(1, int(round(test_fraction * len(labels))))
+    return _stratified_split(labels, n_test, seed)
+
+
+def _strata(labels):
+    labels = _as_labels(labels, "labels")
+    if labels.ndim == 1:
+        return labels
+    freq = labels.sum(0)  # a row's stratum: its most frequent positive label, or -1 for none
+    return np.where(labels.any(1), np.argmax(labels * (freq + 1)[None, :], axis=1), -1)
+
+
+def _stratified_split(labels, n_test, seed):
     from sklearn.model_selection import train_test_split
 
-    labels = _as_labels(labels, "labels")
-    if labels.ndim == 2:
-        freq = labels.sum(0)
-        strata = np.where(labels.any(1), np.argmax(labels * (freq + 1)[None, :], axis=1), -1)
-    else:
-        strata = labels
-    idx = np.arange(len(labels))
+    strata = _strata(labels)
     counts = np.unique(strata, return_counts=True)[1]
-    n_test = max(1, int(round(test_fraction * len(labels))))
-    stratify = strata if counts.min() >= 2 and n_test >= len(counts) else None
-    train_idx, test_idx = train_test_split(idx, test_size=n_test, random_state=seed, stratify=stratify)
-    return np.sort(train_idx), np.sort(test_idx)
+    n_rest = len(strata) - n_test
+    stratify = strata if counts.min() >= 2 and min(n_test, n_rest) >= len(counts) else None
+    rest, test = train_test_split(np.arange(len(strata)), test_size=n_test, random_state=seed, stratify=stratify)
+    return np.sort(rest), np.sort(test)
+
+
+def subsample_indices(labels, n, seed=0):
+    """Sorted indices of a seeded subset of `n` rows (all rows when n is None or >= N): one row of every
+    stratum first (class, or a multi-label row's most frequent positive label) while n allows, then a
+    random draw of the rest, so a capped probe split keeps every class it can."""
+    total = len(labels)
+    if not n or n >= total:
+        return np.arange(total)
+    rng = np.random.default_rng(seed)
+    strata = _strata(labels)
+    groups = np.unique(strata)
+    first = [rng.choice(np.flatnonzero(strata == g)) for g in rng.permutation(groups)][:n]
+    rest = np.setdiff1d(np.arange(total), first)
+    fill = rng.choice(rest, n - len(first), replace=False)
+    return np.sort(np.concatenate([np.asarray(first, dtype=np.int64), fill]))
 
 
 @dataclass

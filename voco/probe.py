@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from shared.probe import OnlineProbe, ProbeSet, check_offline_args, offline_parser, report
+from shared.probe import OnlineProbe, ProbeSet, check_offline_args, offline_parser, report, subsample_indices
 
 
 def _volume_transform(size, a_min, a_max):
@@ -51,13 +51,14 @@ def _volume_transform(size, a_min, a_max):
     ])
 
 
-def organ_patches(image, label, base_roi, roi, per_organ, rng):
-    """(patches uint8 N x 1 x roi^3, organ ids) from one working volume (1 x X x Y x Z each)."""
+def organ_patches(image, label, base_roi, roi, per_organ, rng, organs=None):
+    """(patches uint8 N x 1 x roi^3, organ ids) from one working volume (1 x X x Y x Z each); only the
+    label values in `organs` when given."""
     image, label = torch.as_tensor(image).float(), torch.as_tensor(label)[0].long()
     shape = np.array(label.shape)
     r = np.minimum(base_roi, shape)
     xs, ys = [], []
-    for organ in [int(o) for o in torch.unique(label) if o > 0]:
+    for organ in [int(o) for o in torch.unique(label) if o > 0 and (organs is None or int(o) in organs)]:
         where = torch.nonzero(label == organ).numpy()
         for i in rng.choice(len(where), min(per_organ, len(where)), replace=False):
             start = np.clip(where[i] - r // 2, 0, shape - r)
@@ -69,7 +70,8 @@ def organ_patches(image, label, base_roi, roi, per_organ, rng):
 
 
 def btcv_probe_set(json_path, data_dir=None, base_roi=96, num_crops=4, roi=64, per_organ=2, a_min=-175.0,
-                   a_max=250.0, seed=0, train_key="training", test_key="validation", max_per_split=None):
+                   a_max=250.0, seed=0, train_key="training", test_key="validation", max_per_split=None,
+                   organs=None):
     """ProbeSet of organ patches of the labelled volumes of a decathlon json (train / test by case)."""
     from voco.data import load_datalist
 
@@ -83,15 +85,13 @@ def btcv_probe_set(json_path, data_dir=None, base_roi=96, num_crops=4, roi=64, p
         xs, ys = [], []
         for item in load_datalist(json_path, data_dir, key=key, keys=("image", "label")):
             d = transform(item)
-            x, y = organ_patches(d["image"], d["label"], base_roi, roi, per_organ, rng)
+            x, y = organ_patches(d["image"], d["label"], base_roi, roi, per_organ, rng, organs)
             xs += x
             ys += y
         if len(set(ys)) < 2:
             raise ValueError(f"{json_path}: the {key!r} cases give patches of {len(set(ys))} organ(s); "
                              "a probe needs labelled volumes with at least two organs")
-        keep = np.arange(len(ys))
-        if max_per_split and len(ys) > max_per_split:  # a seeded subset, sorted to keep the case order
-            keep = np.sort(rng.choice(len(ys), max_per_split, replace=False))
+        keep = subsample_indices(np.asarray(ys), max_per_split, seed)  # stratified by organ
         splits[key] = (torch.stack([xs[i] for i in keep]), np.asarray(ys, dtype=np.int64)[keep])
     return ProbeSet(*splits[train_key], *splits[test_key], name=f"btcv organ patches ({json_path.name})")
 
@@ -113,16 +113,21 @@ def add_probe_args(parser):
                              "probe (default: dataset_0.json next to the first --json_list)")
     parser.add_argument("--probe_per_organ", default=2, type=int, help="patches per organ and volume")
     parser.add_argument("--probe_max", default=300, type=int, help="at most this many patches per probe split")
+    parser.add_argument("--probe_organs", default=None, type=int, nargs="+",
+                        help="label values of the organs to classify (default: every organ)")
 
 
 def online_probe(args, model, logger, device, is_main):
     """The pre-training's OnlineProbe (no-op unless --probe_every > 0; rank 0 only)."""
     branch = model.student if args.single_network else model.teacher
     data = args.probe_data or str(Path(args.json_list[0]).parent / "dataset_0.json")
+    if args.probe_every > 0 and is_main and not Path(data).exists():  # fail now, not at the first probe
+        raise FileNotFoundError(f"--probe_every: no labelled list {data}; give --probe_data <BTCV root or json>")
 
     def make():
         return btcv_probe_set(data, None, args.base_roi, args.num_crops, args.roi_x, args.probe_per_organ,
-                              args.a_min, args.a_max, args.seed, max_per_split=args.probe_max)
+                              args.a_min, args.a_max, args.seed, max_per_split=args.probe_max,
+                              organs=args.probe_organs)
     return OnlineProbe(args.probe_every, make, feature_fn(branch), logger, device, enabled=is_main,
                        model=branch, seed=args.seed)
 
@@ -144,6 +149,7 @@ def main(argv=None):
     p.add_argument("--roi_x", default=64, type=int)
     p.add_argument("--per_organ", default=2, type=int)
     p.add_argument("--max_per_split", default=None, type=int, help="cap on patches per probe split")
+    p.add_argument("--organs", default=None, type=int, nargs="+", help="label values to classify (default: all)")
     p.add_argument("--a_min", default=-175.0, type=float)
     p.add_argument("--a_max", default=250.0, type=float)
     args = check_offline_args(p, p.parse_args(argv))
@@ -161,7 +167,7 @@ def main(argv=None):
     branch.to(args.device)
     probe_set = btcv_probe_set(args.data, args.data_dir, args.base_roi, args.num_crops, args.roi_x,
                                args.per_organ, args.a_min, args.a_max, args.seed,
-                               max_per_split=args.max_per_split)
+                               max_per_split=args.max_per_split, organs=args.organs)
     scores = probe_set.evaluate(feature_fn(branch), args.device, args.batch_size, args.k, args.seed, model=branch)
     return report(args, probe_set, scores, method="VoCo", branch=args.branch, feature_size=feature_size)
 

@@ -14,7 +14,7 @@ batch statistics in eval mode too, so features are taken in fixed batches of --b
 import numpy as np
 import torch
 
-from shared.probe import OnlineProbe, ProbeSet, check_offline_args, offline_parser, report
+from shared.probe import OnlineProbe, ProbeSet, check_offline_args, offline_parser, report, subsample_indices
 from shared.unet3d import _Encoder
 from shared.weights import DEFAULT_PREFIXES, load_pretrained, read_checkpoint
 
@@ -40,12 +40,10 @@ def nodule_probe_set(root, size=(64, 64, 32), neg_per_pos=3, seed=0, max_per_spl
     train_x, train_y = splits["train"]
     test_x = np.concatenate([splits["val"][0], splits["test"][0]])
     test_y = np.concatenate([splits["val"][1], splits["test"][1]])
-    rng = np.random.default_rng(seed)
 
     def cap(x, y):
-        if max_per_split and len(x) > max_per_split:
-            keep = np.sort(rng.choice(len(x), max_per_split, replace=False))
-            x, y = x[keep], y[keep]
+        keep = subsample_indices(y.astype(np.int64), max_per_split, seed)  # stratified by class
+        x, y = x[keep], y[keep]
         return torch.from_numpy(np.ascontiguousarray(x[:, None], dtype=np.float32)), y.astype(np.int64)
 
     (train_x, train_y), (test_x, test_y) = cap(train_x, train_y), cap(test_x, test_y)

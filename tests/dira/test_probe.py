@@ -57,3 +57,14 @@ def test_offline_probe_on_a_run_checkpoint_and_random_init(tiny_argv, xray, tmp_
     a = probe.main(["--random_init", "--out", str(tmp_path / "r.json"), *common])
     b = probe.main(["--random_init", "--out", str(tmp_path / "r2.json"), *common])
     assert a["probe_linear_auroc"] == b["probe_linear_auroc"]  # seeded: same init, same scores
+
+
+def test_probe_every_without_labels_fails_before_training(tmp_path):
+    from types import SimpleNamespace
+
+    from dira.probe import online_probe
+    args = train.parse_args([str(tmp_path), "--train_list", str(tmp_path / "t.txt"), "--probe_every", "1"])
+    with pytest.raises(FileNotFoundError, match="--probe_data"):
+        online_probe(args, SimpleNamespace(encoder_q=torch.nn.Linear(1, 1)), None, "cpu", True)
+    args.probe_every = 0  # off: nothing is checked or read
+    assert not online_probe(args, SimpleNamespace(encoder_q=torch.nn.Linear(1, 1)), None, "cpu", True).active

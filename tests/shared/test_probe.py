@@ -116,3 +116,14 @@ def test_probe_set_end_to_end(tmp_path):
 def test_should_probe():
     assert [s for s in range(7) if should_probe(s, 3)] == [3, 6]
     assert not any(should_probe(s, 0) for s in range(7))
+
+
+def test_subsample_keeps_every_class_and_is_seeded():
+    from shared.probe import subsample_indices
+    y = np.array([0] * 50 + [1] * 6 + [2] * 4)
+    for seed in range(5):
+        keep = subsample_indices(y, 6, seed)
+        assert len(keep) == 6 and set(y[keep]) == {0, 1, 2}
+    assert np.array_equal(subsample_indices(y, 6, 1), subsample_indices(y, 6, 1))
+    assert np.array_equal(subsample_indices(y, None), np.arange(60))
+    assert np.array_equal(subsample_indices(y, 100), np.arange(60))
