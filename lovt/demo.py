@@ -104,6 +104,7 @@ def main(argv=None):
     shutil.rmtree(models / "pretraining" / "LoVT_demo", ignore_errors=True)
     shutil.rmtree(out / "run", ignore_errors=True)
     shutil.rmtree(out / "downstream", ignore_errors=True)
+    shutil.rmtree(Path(args.runs) / "demo" / "lovt-localized", ignore_errors=True)  # its tasks are in this row now
     overrides = ["+experiment=LoVT_100", "name=LoVT_demo", "pretrain_dataset=mimic-cxr_sample",
                  f"dataset_path={dataset.resolve()}", f"models.base_path={models.resolve()}",
                  f"pretrain_model.max_epochs={args.epochs}", "pretrain_model.learning_rate=1e-3",
