@@ -32,7 +32,7 @@ DIRA_DEMO_THREADS ?= 1
 
 demo-dira: $(STAMP)
 	OMP_NUM_THREADS=$(DIRA_DEMO_THREADS) MKL_NUM_THREADS=$(DIRA_DEMO_THREADS) \
-		$(PY) dira/demo.py --sample $(SAMPLE) --runs $(RUNS) $(ARGS)
+		$(PY) dira/demo.py --sample $(SAMPLE) --runs $(RUNS) --threads $(DIRA_DEMO_THREADS) $(ARGS)
 
 bench-dira: $(STAMP)
 	$(PY) dira/bench.py --runs $(RUNS) $(ARGS)

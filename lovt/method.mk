@@ -67,8 +67,12 @@ evaluate-lovt-baselines: $(STAMP)
 lovt-results-table: $(STAMP)
 	$(PY) lovt/evaluate.py table --paper
 
+# One fixed thread: the same command gives the same table (the order of float sums follows the threads).
+LOVT_DEMO_THREADS ?= 1
+
 demo-lovt: $(STAMP)
-	$(PY) lovt/demo.py --sample $(SAMPLE) --runs $(RUNS) $(ARGS)
+	OMP_NUM_THREADS=$(LOVT_DEMO_THREADS) MKL_NUM_THREADS=$(LOVT_DEMO_THREADS) \
+		$(PY) lovt/demo.py --sample $(SAMPLE) --runs $(RUNS) --threads $(LOVT_DEMO_THREADS) $(ARGS)
 
 bench-lovt: $(STAMP)
 	$(PY) lovt/bench.py --runs $(RUNS) $(ARGS)

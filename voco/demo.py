@@ -1,12 +1,18 @@
-"""`make demo-voco`: a short VoCo pre-training on the sample CT, then BTCV-style fine-tuning from those
-weights and from random initialisation (tiny feature_size on CPU); writes runs/demo/voco/row.json.
+"""`make demo-voco`: a short VoCo pre-training on the sample CT, then, for each of --seeds seeds, the frozen-feature
+probe (voco/probe.py: BTCV organ-patch classification, macro linear AUROC of the pooled SwinUNETR encoder) and
+BTCV-style fine-tuning, from those weights and from random initialisation; writes runs/demo/voco/row.json.
 
-The fine-tuning is what a CPU minute allows, so it departs from the BTCV recipe in ways only a demo
-should (every one is a finetune.py flag): the 4x4x5 mm sample is resampled to 8x8x10 mm and trained with
-64x32x32 patches (the smallest SwinUNETR trains on: its 1/32 map must keep 2 voxels), one patch per
-step, no warm-up and a 10x learning rate. The same seed gives both runs the same decoder
-initialisation, patches and order; the pre-trained run loads the student branch, which started from
-exactly the random-init run's encoder weights (same seed), so the two differ only by the VoCo steps.
+The pretext keeps its meaning at CPU size: a 3x3 grid of 32^3 base crops (a 96x96x32 working volume), random
+crops whose centres fall anywhere in the grid, so each overlaps 1-4 of the 9 base crops and has 5-8 negatives
+(nonzero `neg` loss; a 2x2 grid gives almost every random crop all four bases and `neg` = 0), every crop
+resized to 32^3 and doubled along the first axis (`--double_input`, the CVPR-era variant: 64x32x32 is the
+smallest SwinUNETR input whose 1/32 map keeps 2 voxels), feature_size 12, window 2. The pre-trained encoder is
+the student, which started from exactly the random-init encoder of seed 0.
+
+The fine-tuning is what a CPU minute allows, so it departs from the BTCV recipe in ways only a demo should
+(every one is a finetune.py flag): the 4x4x5 mm sample is resampled to 8x8x10 mm and trained with 64x32x32
+patches, one patch per step, no warm-up and a 10x learning rate. Seed s gives both runs the same decoder
+initialisation, patches and order. Why these settings: voco/README.md, "Demo".
 """
 
 import sys
@@ -22,9 +28,8 @@ import shutil
 import time
 
 import numpy as np
-import torch
 
-from shared.demo import write_row
+from shared.demo import make_deterministic, metric, probe_over_seeds, write_row
 from voco import finetune, train
 
 # the five largest BTCV organs (1-based label values): spleen, kidneys, liver, stomach
@@ -49,7 +54,7 @@ def finetune_args(btcv, out, args, tiny):
             "--space_z", str(args.spacing[2]), "--roi_x", str(args.roi[0]), "--roi_y", str(args.roi[1]),
             "--roi_z", str(args.roi[2]), "--sw_batch_size", "1", "--max_epochs", str(args.epochs),
             "--val_every", str(args.epochs), "--warmup_epochs", "0", "--optim_lr", str(args.ft_lr),
-            "--workers", "0", "--infer_overlap", "0.25", "--save_checkpoint", "False", "--seed", "0", *tiny]
+            "--workers", "0", "--infer_overlap", "0.25", "--save_checkpoint", "False", *tiny]
 
 
 def large_mean(result):
@@ -61,53 +66,94 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sample", default="data/sample", help="sample-data root (btcv/ is generated if absent)")
     p.add_argument("--runs", default="runs")
-    p.add_argument("--steps", default=4, type=int, help="pre-training steps")
-    p.add_argument("--epochs", default=14, type=int, help="fine-tuning epochs (6 one-patch steps each)")
+    p.add_argument("--steps", default=30, type=int, help="pre-training steps")
+    p.add_argument("--lr", default=1e-3, type=float, help="pre-training peak LR (cosine, no warm-up)")
+    p.add_argument("--num_crops", default=3, type=int, help="base crops per axis (3: a 3x3 grid)")
+    p.add_argument("--random_crops", default=2, type=int, help="random crops per step (--sw_batch_size)")
+    p.add_argument("--epochs", default=10, type=int, help="fine-tuning epochs (6 one-patch steps each)")
     p.add_argument("--ft_lr", default=3e-3, type=float, help="fine-tuning LR (BTCV recipe: 3e-4)")
     p.add_argument("--spacing", default=(8.0, 8.0, 10.0), type=float, nargs=3,
                    help="fine-tuning voxel size in mm (BTCV recipe: 1.5 1.5 1.5)")
     p.add_argument("--roi", default=(64, 32, 32), type=int, nargs=3,
                    help="fine-tuning patch (BTCV recipe: 96 96 96; each side a multiple of 32)")
+    p.add_argument("--seeds", default=3, type=int, help="downstream seeds (0, 1, ...)")
+    p.add_argument("--threads", default=1, type=int, help="torch CPU threads (fixed: results depend on it)")
     p.add_argument("--pretrained_branch", default="student", choices=["student", "teacher"],
-                   help="student: same start as the random run; the EMA teacher (the released weights' "
-                        "branch) is still ~0.9^steps its own independent random init after a few steps")
+                   help="student: same start as the random run of seed 0; the EMA teacher (the released "
+                        "weights' branch) started from its own independent random init")
     args = p.parse_args(argv)
+    make_deterministic(0, args.threads)
     t0 = time.time()
-    gpu = torch.cuda.is_available()
     btcv = sample_btcv(args.sample)
     out = Path(args.runs) / "demo" / "voco"
-    for old in ("pretrain", "finetune_pretrained", "finetune_random"):  # keep only the caches
+    for old in ("pretrain", "finetune"):  # keep only the caches
         shutil.rmtree(out / old, ignore_errors=True)
-    tiny = ["--feature_size", "12" if not gpu else "24", "--window_size", "2" if not gpu else "7",
-            "--use_checkpoint", "False"]
+    tiny = ["--feature_size", "12", "--window_size", "2", "--use_checkpoint", "False"]
     train.main(["--logdir", str(out / "pretrain"), "--json_list", str(btcv / "btcv.json"),
-                "--batch_size", "1", "--sw_batch_size", "1", "--base_roi", "32", "--num_crops", "2",
-                "--roi_x", "64", "--hidden_dim", "64", "--out_dim", "64", "--num_steps", str(args.steps),
-                "--warmup_steps", "0", "--lr", "5e-4", "--eval_num", str(args.steps), "--save_every", "0",
-                "--workers", "0", "--cache_dir", str(out / "cache_pretrain"), *tiny])
+                "--batch_size", "1", "--sw_batch_size", str(args.random_crops), "--base_roi", "32",
+                "--num_crops", str(args.num_crops), "--roi_x", "32", "--double_input", "True",
+                "--hidden_dim", "64", "--out_dim", "64", "--num_steps", str(args.steps), "--warmup_steps", "0",
+                "--lr", str(args.lr), "--eval_num", str(args.steps), "--save_every", "0", "--workers", "0",
+                "--seed", "0", "--cache_dir", str(out / "cache_pretrain"), *tiny])
     rows = list(csv.DictReader(open(out / "pretrain" / "metrics.csv")))
+    weights = out / "pretrain" / "model_final_epoch.pt"
+    print(f"pre-training: {len(rows)} steps, mean neg loss {np.mean([float(r['neg']) for r in rows]):.3f} "
+          f"({time.time() - t0:.0f} s)")
+
+    seeds = list(range(args.seeds))
+    probe = organ_probe(btcv, weights, args, seeds)
     ft = finetune_args(btcv, out, args, tiny)
-    pre = finetune.main(ft + ["--logdir", str(out / "finetune_pretrained"),
-                              "--pretrained_checkpoint", str(out / "pretrain" / "model_final_epoch.pt"),
-                              "--pretrained_branch", args.pretrained_branch])
-    rnd = finetune.main(ft + ["--logdir", str(out / "finetune_random"), "--use_ssl_pretrained", "False"])
+    runs = {"pretrained": [], "random": []}
+    for seed in seeds:
+        common = ft + ["--seed", str(seed)]
+        runs["pretrained"].append(finetune.main(common + [
+            "--logdir", str(out / "finetune" / f"pretrained_seed{seed}"), "--pretrained_checkpoint", str(weights),
+            "--pretrained_branch", args.pretrained_branch]))
+        runs["random"].append(finetune.main(common + ["--logdir", str(out / "finetune" / f"random_seed{seed}"),
+                                                      "--use_ssl_pretrained", "False"]))
+        print(f"seed {seed}: probe AUROC {probe['pretrained'][seed]:.3f} vs {probe['random'][seed]:.3f}, mean Dice "
+              f"{runs['pretrained'][-1]['mean_dice']:.4f} vs {runs['random'][-1]['mean_dice']:.4f} "
+              f"({time.time() - t0:.0f} s)")
     wall = round(time.time() - t0, 1)
+    dice = {k: [r["mean_dice"] for r in v] for k, v in runs.items()}
     path = write_row("voco", runs=args.runs, data="sample btcv CT (6 train / 2 val)", steps=len(rows),
-                     final_loss=float(rows[-1]["loss"]), metric="BTCV mean Dice over 13 organs (val)",
-                     pretrained=pre["mean_dice"], random=rnd["mean_dice"], wall_time_s=wall,
-                     loss_csv=(out / "pretrain" / "metrics.csv").as_posix())
+                     final_loss=float(rows[-1]["loss"]), wall_time_s=wall,
+                     loss_csv=(out / "pretrain" / "metrics.csv").as_posix(), metrics=[
+                         metric("probe", "13 organ patches, macro linear AUROC", seeds, probe["pretrained"],
+                                probe["random"]),
+                         metric("fine-tune", "BTCV mean Dice, 13 organs (val)", seeds, dice["pretrained"],
+                                dice["random"])])
     names = finetune.BTCV_ORGANS
-    detail = {"organs": names, "large_organs": [names[c - 1] for c in LARGE_ORGANS],
+    detail = {"organs": names, "large_organs": [names[c - 1] for c in LARGE_ORGANS], "seeds": seeds,
+              "pretext": {"steps": len(rows), "neg": [float(r["neg"]) for r in rows]},
+              "probe": probe["all"],
               "fine_tuning": {"epochs": args.epochs, "steps": 6 * args.epochs, "lr": args.ft_lr,
                               "spacing_mm": list(args.spacing), "roi": list(args.roi)},
-              **{run: {"mean_dice": r["mean_dice"], "large_organ_dice": large_mean(r),
-                       "organ_dice": r["organ_dice"]} for run, r in (("pretrained", pre), ("random", rnd))}}
+              **{run: [{"mean_dice": r["mean_dice"], "large_organ_dice": large_mean(r), "organ_dice": r["organ_dice"]}
+                       for r in results] for run, results in runs.items()}}
     (out / "dice.json").write_text(json.dumps(detail, indent=2))
-    print(f"{'organ':22s} pretrained  random")
-    for name, a, b in zip(names, pre["organ_dice"], rnd["organ_dice"]):
-        print(f"{name:22s} {a:10.4f} {b:7.4f}")
-    print(f"wrote {path}: mean Dice (13 organs) pretrained {pre['mean_dice']:.4f}, random "
-          f"{rnd['mean_dice']:.4f}; large organs {large_mean(pre):.4f} vs {large_mean(rnd):.4f}; {wall:.0f} s")
+    print(f"wrote {path}: probe AUROC pretrained {probe['pretrained']} random {probe['random']}; mean Dice "
+          f"pretrained {dice['pretrained']} random {dice['random']}; {wall:.0f} s")
+
+
+def organ_probe(btcv, weights, args, seeds):
+    """Per seed: the organ-patch probe of the pre-trained branch and of a random branch built with the seed."""
+    from voco.export import branch_state_dict
+    from voco.models import Swin
+    from voco.probe import btcv_probe_set, feature_fn
+
+    probe_set = btcv_probe_set(btcv / "dataset_0.json", None, base_roi=32, num_crops=args.num_crops, roi=32,
+                               per_organ=1, seed=0)
+    state = branch_state_dict(weights, args.pretrained_branch)
+
+    def build():
+        return Swin(feature_size=12, hidden_dim=8, out_dim=8, window_size=2, double_input=True)
+
+    def load(branch):
+        missing = branch.load_state_dict(state, strict=False).missing_keys
+        if any(not k.startswith("proj_head") for k in missing):
+            raise RuntimeError(f"pre-trained encoder tensors missing: {missing[:5]}")
+    return probe_over_seeds(probe_set, build, load, seeds, feature_fn=feature_fn)
 
 
 if __name__ == "__main__":

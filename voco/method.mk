@@ -20,8 +20,12 @@ json-voco: $(STAMP)
 	@test -n "$(DATA)" || { echo "usage: make json-voco DATA=<folder> ARGS=\"--out list.json\""; exit 2; }
 	$(PY) voco/make_json.py $(DATA) $(ARGS)
 
+# One fixed thread: the same command gives the same table (the order of float sums follows the threads).
+VOCO_DEMO_THREADS ?= 1
+
 demo-voco: $(STAMP)
-	OMP_NUM_THREADS=1 $(PY) voco/demo.py --sample $(SAMPLE) --runs $(RUNS) $(ARGS)
+	OMP_NUM_THREADS=$(VOCO_DEMO_THREADS) MKL_NUM_THREADS=$(VOCO_DEMO_THREADS) \
+		$(PY) voco/demo.py --sample $(SAMPLE) --runs $(RUNS) --threads $(VOCO_DEMO_THREADS) $(ARGS)
 
 bench-voco: $(STAMP)
 	$(PY) voco/bench.py --runs $(RUNS) $(ARGS)

@@ -162,31 +162,44 @@ class ReportEncoder(nn.Module):
         return {"local": local, "global": global_, "mask": sentence_mask, "weights": weights, "structure": S}
 
 
+def tiny_vocabulary(corpus, vocab_size: int = 600) -> list[str]:
+    """A deterministic WordPiece vocabulary: BERT's special tokens, every character seen, then whole words by falling
+    frequency (ties alphabetical) up to `vocab_size` tokens. No `##` pieces: a word outside the vocabulary is one
+    `[UNK]`, so a report has as many tokens as words (the 128-token tiny configuration keeps whole reports)."""
+    from collections import Counter
+
+    from tokenizers.normalizers import BertNormalizer
+    from tokenizers.pre_tokenizers import BertPreTokenizer
+
+    normalize, split = BertNormalizer(lowercase=True), BertPreTokenizer()
+    words = Counter(w for text in (list(corpus) or ["empty"])
+                    for w, _ in split.pre_tokenize_str(normalize.normalize_str(text)))
+    chars = sorted({c for w in words for c in w})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars
+    known = set(vocab)
+    for word, _ in sorted(words.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(vocab) >= vocab_size:
+            break
+        if word not in known:
+            vocab.append(word)
+            known.add(word)
+    return vocab
+
+
 def build_tiny_bert(folder, corpus: list[str], hidden_size: int = 32, num_layers: int = 8, num_heads: int = 4,
                     intermediate_size: int = 64, vocab_size: int = 600, seed: int = 0) -> Path:
     """Write a small random-init BERT (config.json, weights, vocab.txt) usable as `language_encoder`.
 
     Tests and demos use it instead of downloading Bio_ClinicalBERT. The WordPiece vocabulary comes from `corpus`
-    (lower-cased, like Bio_ClinicalBERT's tokenizer defaults): the special tokens, every character alone and as
-    a "##" continuation, then the corpus's words by frequency (ties alphabetical), up to vocab_size entries. It
-    is a function of the corpus alone: the `tokenizers` trainer breaks ties differently in every process, which
-    made tests that train on tokens depend on the process.
+    (lower-cased, like Bio_ClinicalBERT's tokenizer defaults) by `tiny_vocabulary`, so the same corpus always gives
+    the same vocab.txt (the `tokenizers` WordPiece trainer breaks frequency ties differently in every process).
     """
-    from collections import Counter
-
-    from tokenizers.normalizers import BertNormalizer
-    from tokenizers.pre_tokenizers import BertPreTokenizer
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    normalize, split = BertNormalizer(lowercase=True), BertPreTokenizer()
-    counts = Counter(w for text in corpus for w, _ in split.pre_tokenize_str(normalize.normalize_str(text)))
-    chars = sorted({c for w in counts for c in w})
-    words = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if len(w) > 1]
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + [f"##{c}" for c in chars] + words
-    (folder / "vocab.txt").write_text("\n".join(vocab[: max(vocab_size, 5 + 2 * len(chars))]) + "\n")
-    # transformers 5 reads the vocabulary from `vocab` (it ignores vocab_file: only the 5 special tokens, all [UNK])
+    (folder / "vocab.txt").write_text("".join(t + "\n" for t in tiny_vocabulary(corpus, vocab_size)))
+    # transformers 5 takes the file as `vocab` (it ignores `vocab_file`, which left 5 special tokens only)
     tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=True)
     if tokenizer.vocab_size <= 5:
         raise RuntimeError(f"{folder / 'vocab.txt'}: the tokenizer did not load the vocabulary")

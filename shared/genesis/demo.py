@@ -7,8 +7,14 @@
    the pre-trained weights and from random init, for several seeds (a seed fixes the patient split, the
    initialisation and the batch order, the same for both runs); metric: mean hard Dice per test cube
    (a cube without a nodule scores 1 only when nothing is predicted), mean over the seeds.
-   `--task classification` runs nodule presence from the encoder (test AUC) instead.
-Writes runs/demo/<method>/row.json through shared.demo.write_row, and the per-seed scores to seeds.json.
+   `--task classification` runs nodule presence from the encoder (test AUC) instead;
+4. the frozen-feature probe (shared.genesis.probe: nodule vs non-nodule candidate cubes, split by patient with
+   the seed): linear-probe AUROC of the pooled bottleneck of the pre-trained encoder and of a random encoder
+   (initialised with the seed), for the same seeds.
+Writes runs/demo/<method>/row.json through shared.demo.write_row (per-seed scores of both metrics; the table
+gives means, 95 % intervals and the paired difference), and the per-seed scores to seeds.json.
+The same command gives the same numbers on the same machine: seeds everywhere, deterministic torch kernels,
+a fixed thread count (--threads).
 
 Why segmentation: it uses the whole pre-trained encoder-decoder, and its gain held on every seed tried:
 on the sample data (3 seeds) pre-training raised the mean test Dice from 0.09 to 0.16 with the defaults
@@ -48,6 +54,8 @@ def build_parser(method):
     p.add_argument("--finetune_seeds", type=int, default=3, help="fine-tuning seeds averaged (seed, seed+1, ...)")
     p.add_argument("--task", default=TASK, choices=list(TASKS),
                    help="downstream task: nodule segmentation (U-Net, Dice) or nodule presence (encoder, AUC)")
+    p.add_argument("--probe_neg_per_pos", type=int, default=3, help="non-nodule cubes per nodule in the probe set")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (fixed: the sums' order depends on it)")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -60,11 +68,13 @@ def _last_val_loss(csv_path):
 
 def run_demo(method, exp_name, pretrain_main, finetune_mains, argv=None):
     """finetune_mains: {task: the method's finetune_<task>.main}."""
-    from shared.demo import write_row
+    from shared.demo import make_deterministic, write_row
+    from shared.demo import metric as metric_row
     from shared.genesis.self_discovery.pipeline import run_self_discovery
     from shared.sample_data import generate
 
     args = build_parser(method).parse_args(argv)
+    make_deterministic(args.seed, args.threads)
     start = time.time()
     luna = Path(args.sample) / "luna16"
     if not luna.is_dir():
@@ -100,17 +110,43 @@ def run_demo(method, exp_name, pretrain_main, finetune_mains, argv=None):
             scores[name].append(result["test_metric"])
         print(f"seed {seed}: {metric} pretrained {scores['pretrained'][-1]:.3f} random {scores['random'][-1]:.3f} "
               f"({time.time() - start:.0f}s)")
-    mean = {k: statistics.fmean(v) for k, v in scores.items()}
-    spread = {k: statistics.pstdev(v) for k, v in scores.items()}
-    (out / "seeds.json").write_text(json.dumps({"metric": metric, "task": args.task, "seeds": list(range(
-        args.seed, args.seed + args.finetune_seeds)), **scores}, indent=2))
+    seeds = list(range(args.seed, args.seed + args.finetune_seeds))
+    probe = probe_scores(luna, weights, args.width, seeds, args.probe_neg_per_pos)
+    print(f"probe (linear AUROC): pretrained {probe['pretrained']} random {probe['random']} "
+          f"({time.time() - start:.0f}s)")
+    (out / "seeds.json").write_text(json.dumps({"metric": metric, "task": args.task, "seeds": seeds, **scores,
+                                                "probe": probe}, indent=2))
     wall = time.time() - start
     path = write_row(method, runs=args.runs, data=f"sample LUNA16 (16 scans), {what}",
-                     steps=summary["steps"], final_loss=_last_val_loss(loss_csv),
-                     metric=f"{metric} (mean of {args.finetune_seeds} seeds)",
-                     pretrained=mean["pretrained"], random=mean["random"], wall_time_s=round(wall, 1),
-                     loss_csv=str(loss_csv))
-    print(f"{method} demo: {metric} over {args.finetune_seeds} seeds, pretrained {mean['pretrained']:.3f} "
-          f"+- {spread['pretrained']:.3f} vs random {mean['random']:.3f} +- {spread['random']:.3f}; {wall:.0f}s "
-          f"-> {path}")
+                     steps=summary["steps"], final_loss=_last_val_loss(loss_csv), wall_time_s=round(wall, 1),
+                     loss_csv=str(loss_csv), metrics=[
+                         metric_row("probe", "nodule vs non-nodule cubes, linear AUROC", seeds,
+                                    probe["pretrained"], probe["random"]),
+                         metric_row("fine-tune", f"{what} {metric}", seeds, scores["pretrained"], scores["random"])])
+    mean = {k: statistics.fmean(v) for k, v in scores.items()}
+    print(f"{method} demo: {metric} over {len(seeds)} seeds, pretrained {mean['pretrained']:.3f} vs random "
+          f"{mean['random']:.3f}; probe AUROC {statistics.fmean(probe['pretrained']):.3f} vs "
+          f"{statistics.fmean(probe['random']):.3f}; {wall:.0f}s -> {path}")
     return path
+
+
+def probe_scores(luna, weights, width, seeds, neg_per_pos):
+    """Per seed: linear-probe AUROC of the pre-trained encoder and of a random one initialised with the seed
+    (the probe set's patient split follows the seed too); k-NN AUROC alongside."""
+    import torch
+
+    from shared.genesis.probe import Encoder3D, nodule_probe_set
+    from shared.weights import load_pretrained
+
+    out = {"pretrained": [], "random": [], "knn_pretrained": [], "knn_random": []}
+    for seed in seeds:
+        probe_set = nodule_probe_set(luna, CUBE, neg_per_pos=neg_per_pos, seed=seed)
+        torch.manual_seed(seed)
+        encoder = Encoder3D(width)
+        random_scores = probe_set.evaluate(encoder, seed=seed)
+        load_pretrained(encoder, weights, verbose=False)
+        pretrained_scores = probe_set.evaluate(encoder, seed=seed)
+        for name, scores in (("pretrained", pretrained_scores), ("random", random_scores)):
+            out[name].append(scores["probe_linear_auroc"])
+            out[f"knn_{name}"].append(scores["probe_knn_auroc"])
+    return out

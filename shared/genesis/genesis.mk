@@ -11,6 +11,8 @@
 ifndef GENESIS_MK_INCLUDED
 GENESIS_MK_INCLUDED := 1
 
+GENESIS_DEMO_THREADS ?= 2
+
 define genesis_targets
 $(2)_WORK ?= $$(RUNS)/$(1)
 $(2)_SOURCE ?= $$(SAMPLE)/luna16
@@ -47,8 +49,10 @@ finetune-$(1): $$(STAMP)
 	$$(LAUNCH) $(1)/finetune_$$($(2)_TASK).py $$(or $$(DATA),--luna16 $$($(2)_SOURCE)) \
 		$$(if $$(WEIGHTS),--weights $$(WEIGHTS)) --output_dir $$($(2)_WORK)/finetune_$$($(2)_TASK) $$(ARGS)
 
+# A fixed thread count: the same command gives the same table (the order of float sums follows the threads).
 demo-$(1): $$(STAMP)
-	OMP_NUM_THREADS=2 $$(PY) $(1)/demo.py --sample $$(SAMPLE) --runs $$(RUNS) $$(ARGS)
+	OMP_NUM_THREADS=$$(GENESIS_DEMO_THREADS) MKL_NUM_THREADS=$$(GENESIS_DEMO_THREADS) \
+		$$(PY) $(1)/demo.py --sample $$(SAMPLE) --runs $$(RUNS) --threads $$(GENESIS_DEMO_THREADS) $$(ARGS)
 
 bench-$(1): $$(STAMP)
 	$$(PY) $(1)/bench.py --runs $$(RUNS) $$(ARGS)

@@ -219,3 +219,14 @@ def test_finalize_run_accepts_a_relative_run_folder_and_lightnings_absolute_chec
     assert info["best_checkpoint"] == "checkpoints/pretrain-epoch0002.ckpt"
     assert final == tmp_path / "models" / "pretraining" / "demo"
     assert (final / "checkpoints" / "backbone_weights.pt").is_file()
+
+
+def test_tiny_bert_vocabulary_is_the_corpus_words_and_the_same_every_time(tmp_path):
+    from lovt.models.report_encoder import build_tiny_bert, load_tokenizer
+
+    corpus = ["Small left pleural effusion.", "No pneumothorax.", "Mild cardiomegaly, small effusion."]
+    first = build_tiny_bert(tmp_path / "a", corpus, num_layers=1)
+    second = build_tiny_bert(tmp_path / "b", corpus, num_layers=1)
+    assert (first / "vocab.txt").read_text() == (second / "vocab.txt").read_text()
+    tokens = load_tokenizer(str(first)).tokenize("Small left pleural effusion. No pneumothorax")
+    assert tokens == ["small", "left", "pleural", "effusion", ".", "no", "pneumothorax"]  # not [UNK]s

@@ -10,9 +10,13 @@ def test_demo_writes_its_row_and_per_seed_scores(sample_data, tmp_path):
     demo.main(["--sample", str(sample_data), "--runs", str(tmp_path), "--pretrain_epochs", "1",
                "--finetune_epochs", "1", "--finetune_seeds", "1"])
     row = json.loads((tmp_path / "demo" / "semantic_genesis" / "row.json").read_text())
-    assert row["metric"] == "test Dice (mean of 1 seeds)" and "nodule segmentation" in row["data"]
-    assert 0 <= row["pretrained"] <= 1 and 0 <= row["random"] <= 1 and row["steps"] > 0
+    probe, finetune = row["metrics"]
+    assert probe["kind"] == "probe" and "AUROC" in probe["name"] and probe["seeds"] == [0]
+    assert finetune["kind"] == "fine-tune" and "nodule segmentation" in finetune["name"] and row["steps"] > 0
+    for m in row["metrics"]:
+        assert all(0 <= v <= 1 for v in m["pretrained"] + m["random"])
     seeds = json.loads((tmp_path / "demo" / "semantic_genesis" / "seeds.json").read_text())
     assert seeds["task"] == "segmentation" and len(seeds["pretrained"]) == len(seeds["random"]) == 1
+    assert len(seeds["probe"]["knn_pretrained"]) == 1
     pretrain = tmp_path / "demo" / "semantic_genesis" / "pretrain" / "en_de"
     assert (pretrain / "semantic_genesis_chest_ct.pt").is_file() and (pretrain / "metrics.csv").is_file()

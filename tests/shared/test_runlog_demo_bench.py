@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from shared.bench import record, table, write_records
-from shared.demo import read_rows, write_row, write_summary
+from shared.demo import metric, read_rows, write_row, write_summary
 from shared.runlog import RunLogger, drop_rows_after, plot_metrics, read_metrics, save_image_grid
 
 
@@ -64,17 +64,16 @@ def test_plots_and_image_grids_are_png(tmp_path):
     assert grid.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_demo_rows_make_a_summary_table(tmp_path):
+def test_demo_rows_make_a_summary_table_with_loss_plots(tmp_path):
     runs = tmp_path / "runs"
     log = RunLogger(runs / "demo" / "m1" / "pretrain", tensorboard=False)
     log.log(1, loss=1.0)
     log.log(2, loss=0.5)
-    write_row("m1", runs=runs, data="sample CT", steps=2, final_loss=0.5, metric="AUC", pretrained=0.9,
-              random=0.6, wall_time_s=12.3, loss_csv=str(runs / "demo" / "m1" / "pretrain" / "metrics.csv"))
-    with pytest.raises(ValueError, match="unknown demo row fields"):
-        write_row("m2", runs=runs, colour="red")
+    write_row("m1", runs=runs, data="sample CT", steps=2, final_loss=0.5, wall_time_s=12.3,
+              metrics=[metric("probe", "AUC", [0, 1], [0.9, 0.8], [0.6, 0.6])],
+              loss_csv=str(runs / "demo" / "m1" / "pretrain" / "metrics.csv"))
     text = write_summary(runs)
-    assert "| m1 | sample CT | 2 | 0.5 | AUC | 0.9 | 0.6 | 12.3 |" in text
+    assert "| m1 | sample CT | 2 | 0.500 | probe: AUC | 2 |" in text
     assert (runs / "demo" / "m1_loss.png").is_file() and "m1_loss.png" in text
     assert (runs / "demo" / "summary.md").read_text() == text
     assert [r["method"] for r in read_rows(runs)] == ["m1"]
