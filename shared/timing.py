@@ -15,6 +15,10 @@ import time
 
 import torch
 
+# The metrics columns that StepTimer.lap() writes: wall-clock readings, different in any two runs of the same
+# computation (comparisons of a resumed run with an uninterrupted one leave them out).
+TIMING_COLUMNS = ("data_wait_s", "step_s", "peak_mem_gib")
+
 
 class StepTimer:
     def __init__(self, device=None):

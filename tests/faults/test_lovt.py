@@ -25,6 +25,7 @@ import lovt.train as train
 from lovt.synthetic import SyntheticImageTextDataset, build_tiny_language_model, tiny_overrides
 from shared.checkpoint import FAULT_KILL_IN_SAVE_ENV, FAULT_KILL_STEP_ENV
 from shared.guards import FAULT_NAN_STEP_ENV, NonFiniteLossError
+from shared.timing import TIMING_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -106,8 +107,7 @@ def assert_same_as_straight(straight, result):
     assert all(torch.equal(state[k], reference[k]) for k in state), "resumed weights differ"
     a = pd.read_csv(run_dir / "metrics.csv")
     b = pd.read_csv(Path(result["run_dir"]) / "metrics.csv")
-    timing = ("data_wait_s", "step_s", "peak_mem_gib")  # wall-clock columns differ between any two runs
-    a, b = (m.drop(columns=[c for c in m if c.startswith("time") or c in timing]) for m in (a, b))
+    a, b = (m.drop(columns=[c for c in m if c.startswith("time") or c in TIMING_COLUMNS]) for m in (a, b))
     pd.testing.assert_frame_equal(a[sorted(a.columns)], b[sorted(b.columns)])  # every row once, none lost
 
 
