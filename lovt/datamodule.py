@@ -1,5 +1,4 @@
 """Data for pre-training: MIMIC-CXR image-report datasets (lovt.data), transforms, tokenising collation."""
-import warnings
 
 import pytorch_lightning as pl
 import torch
@@ -20,14 +19,9 @@ class PretrainCollator:
 
     def __call__(self, samples):
         from lovt.data import collate_image_text
+        from lovt.data.dataset import keep_studies_with_sentences
 
-        kept = [s for s in samples if s is not None and len(s["sentences"]) > 0]
-        if len(kept) < len(samples):
-            ids = [s.get("study_id") for s in samples if s is not None and len(s["sentences"]) == 0]
-            warnings.warn(f"skipping {len(samples) - len(kept)} studies without report sentences: {ids}",
-                          stacklevel=2)
-        if not kept:
-            raise ValueError("a whole batch of studies without report sentences")
+        kept = keep_studies_with_sentences(samples, "sentences")
         batch = collate_image_text(kept)
         batch["report"] = self.tokenize(batch["sentences"])
         return batch

@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lovt.data import storage
+from lovt.data.dataset import keep_studies_with_sentences
 from lovt.data.storage import CHEXPERT_BIN_LABELS
 from lovt.data.tokenized import TokenizedReports, read_split_columns
 from shared.augment2d import stack_padded
@@ -110,13 +111,7 @@ class CachedPretrainCollator:
         self.scan_transform = scan_transform
 
     def __call__(self, samples: list) -> dict:
-        kept = [s for s in samples if s is not None and len(s["sentence_ids"]) > 0]
-        if len(kept) < len(samples):
-            ids = [s.get("study_id") for s in samples if s is not None and len(s["sentence_ids"]) == 0]
-            warnings.warn(f"skipping {len(samples) - len(kept)} studies without report sentences: {ids}",
-                          stacklevel=2)
-        if not kept:
-            raise ValueError("a whole batch of studies without report sentences")
+        kept = keep_studies_with_sentences(samples, "sentence_ids")
         scans = [s["scan"] for s in kept]
         batch = {
             "report": self.pack([s["sentence_ids"] for s in kept]),

@@ -4,6 +4,7 @@ import copy
 import csv
 import logging
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +118,18 @@ def _to_tensor(img: Image.Image) -> torch.Tensor:
     from torchvision.transforms.functional import to_tensor
 
     return to_tensor(img)  # 1xHxW in [0, 1]
+
+
+def keep_studies_with_sentences(samples: list, key: str) -> list:
+    """The samples (unreadable ones are None) whose report has sentences under `key`; warns naming the others.
+    A batch with none left is an error: the report encoder has nothing to encode."""
+    kept = [s for s in samples if s is not None and len(s[key]) > 0]
+    if len(kept) < len(samples):
+        ids = [s.get("study_id") for s in samples if s is not None and len(s[key]) == 0]
+        warnings.warn(f"skipping {len(samples) - len(kept)} studies without report sentences: {ids}", stacklevel=3)
+    if not kept:
+        raise ValueError("a whole batch of studies without report sentences")
+    return kept
 
 
 def collate_image_text(batch: list) -> dict:
