@@ -144,7 +144,7 @@ def build_datalist(args):
 def main(argv=None):
     parser = get_parser()
     args = parser.parse_args(argv)
-    check_roi(parser, "--roi_x", args.roi_x)
+    check_roi(parser, "--roi_x", args.roi_x, args.double_input)
     args.cache_dataset = args.cache_dataset or args.smartcache_dataset
     info = init_distributed(device=args.device)
     seed_everything(args.seed)  # same on every rank: student and teacher start identical everywhere

@@ -22,10 +22,12 @@ def amp_settings(device, noamp=False, amp_dtype="float16"):
     return enabled, {"float16": torch.float16, "bfloat16": torch.bfloat16}[amp_dtype]
 
 
-def check_roi(parser, name, value):
-    """SwinUNETR halves a crop five times and normalises the last map: it needs >= 64 and a multiple of 32."""
-    if value < 64 or value % 32:
-        parser.error(f"{name} {value}: SwinUNETR needs crops of at least 64 voxels per side and a multiple of 32 "
+def check_roi(parser, name, value, double_input=False):
+    """SwinUNETR halves a crop five times and normalises the last map: every side a multiple of 32 and one side
+    >= 64. With --double_input the network sees (2 x roi, roi, roi), so a roi of 32 is enough there."""
+    if value % 32 or (2 * value if double_input else value) < 64:
+        least = "32 with --double_input (its doubled side is then 64)" if double_input else "64 voxels per side"
+        parser.error(f"{name} {value}: SwinUNETR needs crops of at least {least} and a multiple of 32 "
                      "(it downsamples 5 times, and the last feature map must hold more than one voxel)")
 
 

@@ -259,6 +259,18 @@ def test_wrong_ndim_roi_too_small_for_swinunetr_is_explained(btcv, tmp_path, cap
         capsys.readouterr().err
 
 
+def test_wrong_ndim_roi_rule_counts_the_doubled_input():
+    import argparse
+
+    from voco.utils import check_roi
+
+    parser = argparse.ArgumentParser()
+    check_roi(parser, "--roi_x", 32, double_input=True)  # the network sees 64 x 32 x 32: accepted (the demo's size)
+    for roi, double in ((32, False), (48, True), (16, True)):
+        with pytest.raises(SystemExit):
+            check_roi(parser, "--roi_x", roi, double_input=double)
+
+
 # ------------------------------------------------------------------------------------ run folder
 
 def test_run_folder_clash_another_configuration_is_refused(btcv, full_run):
