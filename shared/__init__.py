@@ -6,7 +6,11 @@ losses       soft Dice (the seeds' smoothing) and its multi-class form
 checkpoint   atomic checkpoint writing, weights_only-safe RNG state for exact resumption
 distributed  torchrun/DDP set-up that also runs as one CPU process
 guards       stop on a non-finite loss naming the step (and the test-only NaN injection hook)
+runfolder    one run per folder: refuse to resume or log into another method's or configuration's run
 runlog       run folder: config, metrics CSV, TensorBoard, plots and image grids
+timing       time blocked in the loader's next() vs the whole step (data_wait_s / step_s columns)
+cliwarnings  warnings from the command lines on one line, without a source line
+probe        frozen-feature probes (k-NN and linear, accuracy / AUROC) for 2D and 3D encoders
 demo, bench  the `make demo` summary rows and `make bench` records
 image_cache  decode-once cache of 2D image sets: one memory-mapped uint8 file plus an index, keyed by settings
 augment2d    batched torchvision-equivalent 2D augmentation with per-sample parameters (GPU or loader workers)
