@@ -1,6 +1,5 @@
 """VoCo pre-training loop: passes over the data until `num_steps` optimiser steps, with exact resume."""
 
-import time
 from pathlib import Path
 
 import torch
@@ -79,7 +78,7 @@ def train(args, model, student, optimizer, scheduler, scaler, dataset, info, log
             num_workers=args.workers, pin_memory=device.type == "cuda",
             persistent_workers=False)
         model.train()
-        t0, timer = time.time(), StepTimer(device)
+        timer = StepTimer(device)
         make_crops = getattr(dataset, "device_crops", None)  # --crops_on device
         for batch in timer.wrap(loader):
             fault_kill_at_step(state["global_step"] + 1)  # test-only hook, inert unless set
@@ -96,7 +95,7 @@ def train(args, model, student, optimizer, scheduler, scaler, dataset, info, log
             step = state["global_step"]
             lr = optimizer.param_groups[0]["lr"]
             if info.is_main:
-                logger.log(step, **parts, lr=lr, step_time_s=time.time() - t0, **timer.lap())
+                logger.log(step, **parts, lr=lr, **timer.lap())  # data_wait_s, step_s
                 bar.update(1)
                 bar.set_postfix(loss=f"{parts['loss']:.4f}", pos=f"{parts['pos']:.3f}",
                                 neg=f"{parts['neg']:.3f}", reg=f"{parts['reg']:.3f}", lr=f"{lr:.2e}")
@@ -108,7 +107,6 @@ def train(args, model, student, optimizer, scheduler, scaler, dataset, info, log
                                 logdir / f"model_step{step}.pt")
             if probe is not None:  # the frozen-feature probe (shared.probe.OnlineProbe), rank 0
                 probe(step)
-            t0 = time.time()
             if step >= args.num_steps and not args.finish_pass:
                 break
         else:
