@@ -38,16 +38,17 @@ LAUNCH = $(PY) -m torch.distributed.run --nnodes=$(NNODES) --nproc_per_node=$(GP
 	--node-rank=$(NODE_RANK) --rdzv-id=$(RDZV_ID) --rdzv-backend=c10d --rdzv-endpoint=$(RDZV_ENDPOINT)
 endif
 
-METHODS := semantic_genesis transvw dira voco lovt
+# The list of methods lives in shared/methods.py (also read by shared/export.py and tools/gpu_check.py).
+ALL_METHODS := $(shell $(PYTHON) shared/methods.py)
 DEMOS :=
 BENCHES :=
 
-.PHONY: help install test test-all lint sample-data demo bench gpu-check clean $(addprefix export-,$(METHODS))
+.PHONY: help install test test-all lint sample-data demo bench gpu-check clean $(addprefix export-,$(ALL_METHODS))
 
 help:
-	@echo "make install | test | test-all | lint | sample-data | demo | demo-<method> | bench | gpu-check [DEVICE=cpu]"
+	@echo "make install | test | test-all | lint | sample-data | demo | demo-<method> | bench | gpu-check METHODS=<m>[,<m>] [DEVICE=cpu]"
 	@echo "make pretrain-<method> GPUS=N DATA=... ARGS=\"...\" | finetune-<method> ... | export-<method> DEST=dir"
-	@echo "methods: $(METHODS)"
+	@echo "methods: $(ALL_METHODS)"
 
 install: $(STAMP)
 
@@ -84,16 +85,20 @@ bench: $(STAMP)
 	$(PY) -m shared.bench --runs $(RUNS); \
 	if [ -n "$$failed" ]; then echo "failed:$$failed"; exit 1; fi
 
-$(addprefix export-,$(METHODS)): export-%: $(STAMP)
+$(addprefix export-,$(ALL_METHODS)): export-%: $(STAMP)
 	@test -n "$(DEST)" || { echo "usage: make $@ DEST=<folder>"; exit 2; }
 	$(PY) -m shared.export $* $(DEST)
 
-# Every method's CLI on one device (plain, torchrun, kill + resume), timed: $(RUNS)/gpu_check/report.md.
-# DEVICE=cpu runs the same code paths at tiny sizes; GPU_CHECK_ARGS="--methods dira --peak_tflops 989" etc.
+# One method's CLIs on one device (plain + kill/resume), timed, planned to take under 4 minutes on one H100:
+#   make gpu-check METHODS=dira            ->  $(RUNS)/gpu_check/report.md (rewritten after every stage)
+#   make gpu-check METHODS=voco,lovt DEVICE=cpu GPU_CHECK_ARGS="--modes plain --peak_tflops 989"
 DEVICE ?= cuda
+METHODS ?=
 GPU_CHECK_ARGS ?=
 gpu-check: $(STAMP)
-	$(PY) tools/gpu_check.py --device $(DEVICE) --out $(RUNS)/gpu_check $(GPU_CHECK_ARGS)
+	@test -n "$(METHODS)" || { echo "usage: make gpu-check METHODS=<one of: $(ALL_METHODS)> [DEVICE=cpu]" \
+		"(one method per command; METHODS=a,b runs several)"; exit 2; }
+	$(PY) tools/gpu_check.py --device $(DEVICE) --methods $(METHODS) --out $(RUNS)/gpu_check $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(RUNS) .pytest_cache .ruff_cache

@@ -11,9 +11,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from shared.methods import GENESIS_FAMILY, METHODS  # noqa: F401  (METHODS: re-exported for the tests)
+
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("semantic_genesis", "transvw", "dira", "voco", "lovt")
-GENESIS_FAMILY = ("semantic_genesis", "transvw")  # the methods that run shared/genesis/
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "method.mk")
 _IGNORE_SHARED_GENESIS = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "method.mk", "genesis")
 
