@@ -104,13 +104,13 @@ def augment_device(augment_on, device):
     return augment_on
 
 
-def make_loader(cache, sampler, batch_size, workers, device, augment, augment_on="auto"):
+def make_loader(cache, sampler, batch_size, workers, device, augment, augment_on="auto", persistent_workers=False):
     """A DataLoader over a cache yielding DiRA batches like the per-file path's ([y1, y2(, target)])."""
     on = augment_device(augment_on, device)
     loader = torch.utils.data.DataLoader(
         CachedImages(cache), batch_size=batch_size, sampler=sampler, num_workers=workers,
         collate_fn=CacheCollate(None if on == "device" else augment), pin_memory=device.type == "cuda",
-        drop_last=True)
+        drop_last=True, persistent_workers=persistent_workers and workers > 0)
     return DeviceAugmentLoader(loader, augment, device) if on == "device" else loader
 
 

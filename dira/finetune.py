@@ -228,7 +228,8 @@ def train_trial(args, trial, device):
         optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
         scheduler = None
     loaders = [torch.utils.data.DataLoader(s, batch_size=args.batch_size, shuffle=i == 0, num_workers=args.workers,
-                                           drop_last=False)
+                                           drop_last=False,
+                                           persistent_workers=args.persistent_workers and args.workers > 0)
                for i, s in enumerate(sets)]
     best, best_state, stale = float("inf"), None, 0
     # per-epoch losses and step timing (data_wait_s, step_s) of this trial
@@ -313,6 +314,7 @@ def get_args_parser():
                    help="segmentation: accept masks of another size than their image (each resized to --img_size, "
                         "as the benchmark); refused by default")
     p.add_argument("--workers", default=2, type=int)
+    p.add_argument("--persistent_workers", action="store_true", help="keep the loader workers alive between epochs (PyTorch's persistent_workers; off as the original)")
     p.add_argument("--seed", default=0, type=int)
     p.add_argument("--device", default=None)
     p.add_argument("--output_dir", default="runs/finetune_dira")

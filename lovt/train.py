@@ -124,12 +124,16 @@ class FlushLogsCallback(Callback):
 
 
 class StepTimingCallback(Callback):
-    """Logs data_wait_s and step_s for each training batch (the columns of shared.timing, read by
-    tools/gpu_check.py). Lightning fetches the next batch between one batch's end hook and the next one's start
-    hook, so that gap is the time blocked in the loader's next(); step_s runs from one batch's end to the next."""
+    """Logs data_wait_s and step_s per training batch (the columns of shared.timing, read by tools/gpu_check.py).
+    Lightning fetches the next batch between one batch's end hook and the next one's start hook, so that gap is
+    the time blocked in the loader's next(); step_s runs from one batch's end to the next. With gradient
+    accumulation Lightning writes one row per optimizer step (per accumulate_grad_batches batches): the values
+    logged are then the per-batch means over those batches, not the last batch's alone (which holds the
+    optimizer step)."""
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._end = None
+        self._sums, self._n = {"data_wait_s": 0.0, "step_s": 0.0}, 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self._start = time.perf_counter()
@@ -139,13 +143,21 @@ class StepTimingCallback(Callback):
             torch.cuda.synchronize(pl_module.device)
         now, end = time.perf_counter(), self._end
         self._end = now
-        if end is None:  # the epoch's first batch: no previous end to measure from
-            return
-        timing = {"data_wait_s": self._start - end, "step_s": now - end}
-        if pl_module.device.type == "cuda":
-            timing["peak_mem_gib"] = torch.cuda.max_memory_allocated(pl_module.device) / 2**30
-        for key, value in timing.items():
-            pl_module.log(key, value, on_step=True, on_epoch=False, batch_size=batch["scan"].shape[0])
+        window_ends = ((batch_idx + 1) % max(1, trainer.accumulate_grad_batches) == 0
+                       or batch_idx + 1 == trainer.num_training_batches)
+        if end is not None:  # the epoch's first batch has no previous end to measure from
+            self._sums["data_wait_s"] += self._start - end
+            self._sums["step_s"] += now - end
+            self._n += 1
+        if self._n:
+            timing = {k: v / self._n for k, v in self._sums.items()}
+            if pl_module.device.type == "cuda":
+                timing["peak_mem_gib"] = torch.cuda.max_memory_allocated(pl_module.device) / 2**30
+                timing["peak_reserved_gib"] = torch.cuda.max_memory_reserved(pl_module.device) / 2**30
+            for key, value in timing.items():
+                pl_module.log(key, value, on_step=True, on_epoch=False, batch_size=batch["scan"].shape[0])
+        if window_ends:
+            self._sums, self._n = {"data_wait_s": 0.0, "step_s": 0.0}, 0
 
 
 class AttentionPlotCallback(Callback):

@@ -5,7 +5,8 @@
         ...train step...
         logger.log(step, loss=..., **timer.lap())   # per-step means since the last lap
 
-`lap()` returns {"data_wait_s", "step_s"} (and "peak_mem_gib" on CUDA): the mean seconds per step spent
+`lap()` returns {"data_wait_s", "step_s"} (and "peak_mem_gib", "peak_reserved_gib" on CUDA: the peaks of
+memory held by tensors and of memory the caching allocator reserved, since the process started): the mean seconds per step spent
 blocked in next() and the mean wall seconds per step, over the steps since the previous lap (or since the
 iteration started; time outside the iteration, e.g. validation, is not counted). On CUDA it synchronises
 first, so step_s holds the GPU work of those steps. tools/gpu_check.py reads these columns.
@@ -17,7 +18,7 @@ import torch
 
 # The metrics columns that StepTimer.lap() writes: wall-clock readings, different in any two runs of the same
 # computation (comparisons of a resumed run with an uninterrupted one leave them out).
-TIMING_COLUMNS = ("data_wait_s", "step_s", "peak_mem_gib")
+TIMING_COLUMNS = ("data_wait_s", "step_s", "peak_mem_gib", "peak_reserved_gib")
 
 
 class StepTimer:
@@ -53,5 +54,6 @@ class StepTimer:
         out = {"data_wait_s": self._wait / n, "step_s": (time.perf_counter() - self._t0) / n}
         if cuda:
             out["peak_mem_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+            out["peak_reserved_gib"] = torch.cuda.max_memory_reserved(self.device) / 2**30
         self._reset()
         return out

@@ -73,6 +73,7 @@ def get_parser():
     p.add_argument("--dist-backend", default="nccl", type=str, help="ignored")
     p.add_argument("--norm_name", default="instance", type=str)
     p.add_argument("--workers", default=8, type=int)
+    p.add_argument("--persistent_workers", default=False, type=str2bool, help="keep the loader workers alive between epochs (PyTorch's persistent_workers; off as the original)")
     p.add_argument("--feature_size", default=48, type=int)
     p.add_argument("--in_channels", default=1, type=int)
     p.add_argument("--out_channels", default=14, type=int)
@@ -151,7 +152,8 @@ def build_loaders(args, info):
                if info.distributed else None)
     train_loader = DataLoader(train_ds, batch_size=args.batch_size, shuffle=sampler is None,
                               sampler=sampler, num_workers=args.workers,
-                              pin_memory=info.device.type == "cuda")
+                              pin_memory=info.device.type == "cuda",
+                              persistent_workers=args.persistent_workers and args.workers > 0)
     val_loader = DataLoader(val_ds, batch_size=1, shuffle=False, num_workers=args.workers)
     return train_loader, val_loader, sampler
 

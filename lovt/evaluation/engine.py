@@ -84,12 +84,13 @@ class Evaluator:
         return out
 
 
-def _loader(ds, batch_size, train, num_workers, seed):
+def _loader(ds, batch_size, train, num_workers, seed, persistent_workers=False):
     # drop_last as the original, unless the split is smaller than one batch (tiny/sample data)
     g = torch.Generator().manual_seed(seed)
     return DataLoader(ds, batch_size=batch_size, shuffle=train, drop_last=train and len(ds) >= batch_size,
                       num_workers=num_workers, collate_fn=collate, generator=g if train else None,
-                      persistent_workers=False, pin_memory=torch.cuda.is_available())
+                      persistent_workers=persistent_workers and num_workers > 0,
+                      pin_memory=torch.cuda.is_available())
 
 
 def _set_frozen(model, frozen):
@@ -113,13 +114,14 @@ def evaluate(evaluator, loader, device, amp):
 
 def run_downstream(task, backbone_weights, out_dir, *, learning_rate=None, seed=12345, input_size=224,
                    where=None, device=None, max_epochs=None, max_steps=None, num_workers=0, amp=None,
-                   reset_lr_every_step=True, progress=True):
+                   reset_lr_every_step=True, progress=True, persistent_workers=False):
     """Train/validate/test one run of `task`; returns the results dict (also written to results.json).
 
     where: where the datasets are ({'datasets_root': ..} or {'sample_root': ..} or {'folders': {...}}).
     reset_lr_every_step: fine-tuning sets every group's lr to the task lr at each batch after the warm-up
         (the original; it overrides ReduceLROnPlateau). False lets the plateau schedule act.
     max_steps: stop after this many training batches in total (tiny runs); max_epochs overrides the task's.
+    persistent_workers: keep the loader workers between epochs (PyTorch's; the original: off).
     """
     out_dir = Path(out_dir)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -141,7 +143,8 @@ def run_downstream(task, backbone_weights, out_dir, *, learning_rate=None, seed=
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", patience=task.lr_patience,
                                                            factor=task.lr_factor)
     scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
-    loaders = {s: _loader(ds, task.batch_size, s == "train", num_workers, seed) for s, ds in splits.items()}
+    loaders = {s: _loader(ds, task.batch_size, s == "train", num_workers, seed, persistent_workers)
+               for s, ds in splits.items()}
     config = {"task": task.name, "backbone_weights": str(backbone_weights), "learning_rate": lr, "seed": seed,
               "input_size": input_size, "max_epochs": max_epochs, "max_steps": max_steps, "device": str(device),
               "amp": amp, "reset_lr_every_step": reset_lr_every_step, "task_config": task.__dict__,

@@ -242,6 +242,7 @@ def build_parser(description, task, weights_name):
         p.add_argument("--neg_per_pos", type=int, default=1, help="--luna16: negatives per positive")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--num_workers", type=int, default=0)
+    p.add_argument("--persistent_workers", action="store_true", help="keep the loader workers alive between epochs (PyTorch's persistent_workers; off as the original)")
     p.add_argument("--nb_epoch", type=int, default=100)
     p.add_argument("--patience", type=int, default=20)
     p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"],
@@ -341,7 +342,8 @@ def _run(args, task, info, amp):
         loaders[s] = DataLoader(ds, batch_size=args.batch_size, shuffle=s == "train" and sampler is None,
                                 sampler=sampler if s == "train" else None, generator=gen,
                                 drop_last=s == "train" and len(ds) > args.batch_size * info.world_size,
-                                num_workers=args.num_workers)
+                                num_workers=args.num_workers,
+                                persistent_workers=args.persistent_workers and args.num_workers > 0)
     metric_name = "dice" if task == "segmentation" else ("auc" if n_class == 1 else "accuracy")
     if info.is_main:
         print(f"{task}: " + ", ".join(f"{s} {len(d[0])}" for s, d in data.items()) + f" cubes of {size}")
