@@ -314,7 +314,8 @@ def get_args_parser():
                    help="segmentation: accept masks of another size than their image (each resized to --img_size, "
                         "as the benchmark); refused by default")
     p.add_argument("--workers", default=2, type=int)
-    p.add_argument("--persistent_workers", action="store_true", help="keep the loader workers alive between epochs (PyTorch's persistent_workers; off as the original)")
+    p.add_argument("--persistent_workers", action="store_true",
+        help="keep the loader workers alive between epochs (persistent_workers; off as the original)")
     p.add_argument("--seed", default=0, type=int)
     p.add_argument("--device", default=None)
     p.add_argument("--output_dir", default="runs/finetune_dira")

@@ -111,7 +111,8 @@ def get_args_parser():
     g.add_argument("--augment_on", default="auto", choices=["auto", "device", "workers"],
                    help="with --data_path cache: batched augmentation on the device or in the loader workers "
                         "(auto: device on CUDA, workers on the CPU)")
-    g.add_argument("--persistent_workers", action="store_true", help="keep the loader workers alive between epochs (PyTorch's persistent_workers; off as the original)")
+    g.add_argument("--persistent_workers", action="store_true",
+        help="keep the loader workers alive between epochs (persistent_workers; off as the original)")
     g.add_argument("--cache_dir", default="cache", type=str, help="root of the image caches (--data_path cache)")
     g.add_argument("--cache_size", default=512, type=int, help="shorter side of the cached images in px")
     g.add_argument("--bt_projector", default="8192-8192-8192", type=str)
@@ -317,7 +318,8 @@ def train_process(rank, world_size, device, per_node, args):
                 for s in (train_set, val_set)]
     if args.data_path == "cache":
         loaders = [cache_data.make_loader(s, smp_, batch_size, workers, device, cache_data.cache_augment(args),
-                                          args.augment_on, args.persistent_workers) for s, smp_ in zip((train_set, val_set), samplers)]
+                                          args.augment_on, args.persistent_workers)
+                   for s, smp_ in zip((train_set, val_set), samplers)]
     else:
         loaders = [torch.utils.data.DataLoader(s, batch_size=batch_size, sampler=smp_, num_workers=workers,
                                                pin_memory=device.type == "cuda", drop_last=True,

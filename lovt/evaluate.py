@@ -137,7 +137,8 @@ def add_common(p):
     p.add_argument("--max_epochs", type=int, default=None)
     p.add_argument("--max_steps", type=int, default=None, help="stop each run after this many batches")
     p.add_argument("--num_workers", type=int, default=10)
-    p.add_argument("--persistent_workers", action="store_true", help="keep the loader workers alive between epochs (PyTorch's persistent_workers; off as the original)")
+    p.add_argument("--persistent_workers", action="store_true",
+        help="keep the loader workers alive between epochs (persistent_workers; off as the original)")
     p.add_argument("--device", default=None)
     p.add_argument("--gpus", default=None, help="e.g. 0,1,2,3: runs spread over these GPUs")
     p.add_argument("--reset_lr_every_step", action=argparse.BooleanOptionalAction, default=True,

@@ -5,11 +5,12 @@
         ...train step...
         logger.log(step, loss=..., **timer.lap())   # per-step means since the last lap
 
-`lap()` returns {"data_wait_s", "step_s"} (and "peak_mem_gib", "peak_reserved_gib" on CUDA: the peaks of
-memory held by tensors and of memory the caching allocator reserved, since the process started): the mean seconds per step spent
-blocked in next() and the mean wall seconds per step, over the steps since the previous lap (or since the
+`lap()` returns {"data_wait_s", "step_s"}: the mean seconds per step spent blocked in next() and the mean
+wall seconds per step, over the steps since the previous lap (or since the
 iteration started; time outside the iteration, e.g. validation, is not counted). On CUDA it synchronises
-first, so step_s holds the GPU work of those steps. tools/gpu_check.py reads these columns.
+first, so step_s holds the GPU work of those steps, and adds "peak_mem_gib" and "peak_reserved_gib": the
+peaks, since the process started, of memory held by tensors and of memory the caching allocator reserved
+(what the card must have). tools/gpu_check.py reads these columns.
 """
 
 import time

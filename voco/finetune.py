@@ -73,7 +73,8 @@ def get_parser():
     p.add_argument("--dist-backend", default="nccl", type=str, help="ignored")
     p.add_argument("--norm_name", default="instance", type=str)
     p.add_argument("--workers", default=8, type=int)
-    p.add_argument("--persistent_workers", default=False, type=str2bool, help="keep the loader workers alive between epochs (PyTorch's persistent_workers; off as the original)")
+    p.add_argument("--persistent_workers", default=False, type=str2bool,
+        help="keep the loader workers alive between epochs (persistent_workers; off as the original)")
     p.add_argument("--feature_size", default=48, type=int)
     p.add_argument("--in_channels", default=1, type=int)
     p.add_argument("--out_channels", default=14, type=int)

@@ -242,7 +242,8 @@ def build_parser(description, task, weights_name):
         p.add_argument("--neg_per_pos", type=int, default=1, help="--luna16: negatives per positive")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--num_workers", type=int, default=0)
-    p.add_argument("--persistent_workers", action="store_true", help="keep the loader workers alive between epochs (PyTorch's persistent_workers; off as the original)")
+    p.add_argument("--persistent_workers", action="store_true",
+        help="keep the loader workers alive between epochs (persistent_workers; off as the original)")
     p.add_argument("--nb_epoch", type=int, default=100)
     p.add_argument("--patience", type=int, default=20)
     p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"],
