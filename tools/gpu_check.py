@@ -1,24 +1,34 @@
-"""`make gpu-check`: every method through its real command line on one device, with what it measured.
+"""`make gpu-check METHODS=<method>`: one method through its real command lines on one device, with what it measured.
 
-    python tools/gpu_check.py                       # one CUDA GPU, the originals' model and input sizes
-    python tools/gpu_check.py --device cpu          # the same code paths at tiny sizes (the CPU suite runs it)
-    python tools/gpu_check.py --methods dira,voco --modes plain,resume --peak_tflops 989
+    python tools/gpu_check.py --methods dira                 # one CUDA GPU, the original's model and input sizes
+    python tools/gpu_check.py --methods dira --device cpu    # the same code paths at tiny sizes
+    python tools/gpu_check.py --methods voco,lovt --modes plain --peak_tflops 989
 
-For each method it generates sample data (sized for the original's inputs on a GPU), then runs each stage's
-CLI (pre-training, then the downstream use) as a plain process, the pre-training and DDP-capable stages again
-under `torchrun --nproc_per_node=1` (NCCL on CUDA, gloo on CPU), and the pre-training once more killed
-(SIGKILL) as soon as it has written a checkpoint and resumed with the CLI's resume flag. Each stage runs a
-fixed small number of steps under bf16 autocast (fp16 where the original used mixed precision: VoCo
-pre-training, LoVT). The training loops log `data_wait_s` / `step_s` / `peak_mem_gib` (shared/timing.py);
-model FLOPs per sample are counted with torch.utils.flop_counter on the model the CLI builds, at its size
-(one forward + backward, without activation-checkpoint recomputation: model FLOPs, as MFU is defined).
+One method per command, each planned to finish in under 4 minutes on one H100 including start-up (the plan,
+stages and estimated seconds, is in tools/gpu_check_plan.py and in report.md beside the measured seconds).
 
-Writes <out>/report.json and <out>/report.md, prints one PASS/FAIL line per method, exits 1 if any failed.
-Nothing here imports SimpleITK: the Genesis cubes are written as .npy, the CT volumes with nibabel.
+1. Pre-flight (seconds): imports and versions of what the chosen methods need, the CUDA device's name and the
+   peak of each precision, /dev/shm against what the loaders will hold, free disk. Everything missing is
+   listed in ONE message, and the check exits 2 before any stage when something required is missing.
+2. Data: sample data at the original's sizes, and the fast paths' caches built from it (DiRA's decode-once
+   image cache, VoCo's pre-processed volume cache, LoVT's image cache and stored token ids).
+3. Stages: each method's CLIs as a user runs them, on the fast paths (DiRA `--data_path cache` with
+   device-side augmentation, VoCo `--cache_dir` with `--crops_on device`, LoVT `data_path=cache`), with
+   persistent loader workers, at least 10 warm-up + 30 timed steps per timed stage on CUDA; then the
+   pre-training killed (SIGKILL) once it has written a checkpoint and resumed with the CLI's resume flag.
+   Optional mode `launch`: the pre-training under `torchrun --standalone --nproc_per_node=1`: this tests the
+   torchrun launch only. torchrun then sets WORLD_SIZE=1 and no process group is created, so it runs neither
+   NCCL nor DDP (one GPU cannot: NCCL needs one GPU per rank); DDP is tested on CPU with 2 gloo processes.
+4. FLOPs per sample (torch.utils.flop_counter on the model the CLI builds), MFU against the dense peak of the
+   precision the stage ran in.
+
+report.json and report.md are rewritten (atomically) after every stage, so a timeout keeps what finished.
+Prints one PASS/FAIL line per method, exits 1 if any failed. Nothing here imports SimpleITK.
 """
 
 import argparse
 import csv
+import importlib
 import json
 import math
 import os
@@ -35,39 +45,38 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-METHODS = ("semantic_genesis", "transvw", "dira", "voco", "lovt")
-MODES = ("plain", "torchrun", "resume")
+from shared.methods import GENESIS_FAMILY, METHODS  # noqa: E402
+from tools.gpu_check_plan import (  # noqa: E402
+    DISK_NEED,
+    LIMIT_S,
+    MIN_TIMED_STEPS,
+    PLAN,
+    PREFETCH,
+    WARMUP_STEPS,
+    loader_batch_bytes,
+    peak_tflops,
+    profile,
+    shm_need_bytes,
+)
 
-# bf16 dense tensor-core peaks (TFLOP/s) from the vendors' spec sheets; the first matching name wins
-PEAK_BF16_TFLOPS = [("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("GH200", 989.0), ("B200", 2250.0),
-                    ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0), ("A10G", 70.0), ("A10", 125.0),
-                    ("RTX 4090", 165.0), ("RTX 3090", 71.0)]
+MODES = ("plain", "resume", "launch")
+DEFAULT_MODES = ("plain", "resume")
+MODE_LABELS = {"plain": "plain", "resume": "kill + resume", "launch": "torchrun launch, no DDP"}
 
-# Sizes per device. "cuda": the originals' configurations; "cpu": the same code paths, tiny.
-PROFILES = {
-    "cuda": {
-        "genesis": dict(width=32, batch=64, cube=(64, 64, 32), classes=44, per_class=2, steps=10, ft_batch=8,
-                        ft_cubes=32, workers=8),
-        "dira": dict(img=224, source_px=1024, batch=64, dira_batch=4, moco_k=65536, arch="resnet50", images=64,
-                     steps=5, ft_batch=32, workers=8),
-        "voco": dict(feature=48, base_roi=96, num_crops=4, roi=64, batch=2, sw=2, window=7, hidden=2048,
-                     volumes=8, shape=(192, 192, 96), steps=10, ft_roi=96, ft_sw=4, ft_shape=(160, 160, 112),
-                     workers=8),
-        "lovt": dict(img=224, batch=32, arch="resnet50", bert=dict(hidden_size=768, num_layers=12, num_heads=12,
-                                                                    intermediate_size=3072, vocab_size=28996),
-                     patients=80, steps=5, task="object_frozen_100", task_images=96, eval_steps=5, workers=8),
-    },
-    "cpu": {
-        "genesis": dict(width=4, batch=6, cube=(32, 32, 16), classes=4, per_class=1, steps=5, ft_batch=2,
-                        ft_cubes=4, workers=0),
-        "dira": dict(img=64, source_px=96, batch=4, dira_batch=2, moco_k=16, arch="resnet18", images=8,
-                     steps=2, ft_batch=4, workers=0),
-        "voco": dict(feature=12, base_roi=32, num_crops=2, roi=64, batch=1, sw=1, window=2, hidden=32,
-                     volumes=2, shape=(48, 48, 32), steps=3, ft_roi=64, ft_sw=1, ft_shape=(64, 64, 64),
-                     workers=0),
-        "lovt": dict(img=64, batch=4, arch="resnet50", bert=dict(), patients=30, steps=2,
-                     task="object_frozen_100", task_images=24, eval_steps=2, workers=0),
-    },
+# What each method's CLIs import (module, pip name); checked by the pre-flight
+COMMON_NEEDS = [("torch", "torch"), ("torchvision", "torchvision"), ("numpy", "numpy"), ("scipy", "scipy"),
+                ("pandas", "pandas"), ("PIL", "pillow"), ("tqdm", "tqdm"), ("matplotlib", "matplotlib"),
+                ("tensorboard", "tensorboard"), ("safetensors", "safetensors"), ("filelock", "filelock"),
+                ("sklearn", "scikit-learn")]
+METHOD_NEEDS = {
+    "semantic_genesis": [],
+    "transvw": [],
+    "dira": [("segmentation_models_pytorch", "segmentation-models-pytorch"), ("timm", "timm")],
+    "voco": [("monai", "monai"), ("nibabel", "nibabel")],
+    "lovt": [("pytorch_lightning", "pytorch-lightning"), ("torchmetrics", "torchmetrics"),
+             ("transformers", "transformers"), ("tokenizers", "tokenizers"), ("hydra", "hydra-core"),
+             ("omegaconf", "omegaconf"), ("antlr4", "antlr4-python3-runtime"), ("datasets", "datasets"),
+             ("pyarrow", "pyarrow"), ("pydicom", "pydicom")],
 }
 
 
@@ -75,7 +84,7 @@ PROFILES = {
 
 def launcher(mode, nnodes=1, node_rank=0, endpoint=None):
     """The command prefix that starts a script: a plain interpreter or torchrun (one process per node)."""
-    if mode == "plain":
+    if mode != "launch":
         return [sys.executable]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1"]
     if nnodes == 1:
@@ -94,13 +103,15 @@ def child_env(device, threads=None):
 
 
 def run_cli(cmd, log_path, env, timeout):
-    """Run to the end; returns (returncode, wall seconds). Output goes to log_path."""
+    """Run to the end; returns (returncode, wall seconds). Output goes to log_path. 124: timed out."""
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                timeout=timeout).returncode
-        except subprocess.TimeoutExpired:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:  # the whole process group: loader workers too
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
             rc = 124
     return rc, time.perf_counter() - t0
 
@@ -140,30 +151,50 @@ def read_rows(csv_path):
 
 def _num(row, key):
     try:
-        v = float(row.get(key) or "nan")
+        return float(row.get(key) or "nan")
     except ValueError:
         return math.nan
-    return v
 
 
-def timing_summary(rows, batch):
-    """steps/s, samples/s, data-wait share and peak memory from the timing columns (first row = warm-up)."""
+def timing_summary(rows, batch, warmup_steps=1, row_steps=None):
+    """Steady-state figures from the timing columns (shared/timing.py) of a metrics CSV.
+
+    Each timing row holds per-step means over the steps since the previous one: `row_steps` steps (rows per
+    epoch) or, by default, the difference of the `step` column. Leading rows are left out until the warm-up
+    steps are covered (always the first row, when there are more). steps/s and samples/s are total steps over
+    total seconds of the timed rows; batch: samples per step."""
     timed = [r for r in rows if math.isfinite(_num(r, "step_s"))]
-    if len(timed) > 1:
-        timed = timed[1:]
-    if not timed:
-        return {"timed_rows": 0}
-    step = [_num(r, "step_s") for r in timed]
-    wait = [_num(r, "data_wait_s") for r in timed]
+    counts, previous = [], 0.0
+    for r in timed:
+        step = _num(r, "step")
+        counts.append(row_steps if row_steps else max(1.0, step - previous))
+        previous = step
+    done, first = 0.0, 0
+    while first < len(timed) - 1 and (first == 0 or done < warmup_steps):
+        done += counts[first]
+        first += 1
+    timed, counts = timed[first:], counts[first:]
     mem = [_num(r, "peak_mem_gib") for r in rows if math.isfinite(_num(r, "peak_mem_gib"))]
-    steps_per_s = 1.0 / float(np.mean(step))
-    return {"timed_rows": len(timed), "step_s": float(np.mean(step)), "steps_per_s": steps_per_s,
-            "samples_per_s": steps_per_s * batch, "data_wait_share": float(np.nansum(wait) / np.sum(step)),
-            "peak_mem_gib": max(mem) if mem else None}
+    reserved = [_num(r, "peak_reserved_gib") for r in rows if math.isfinite(_num(r, "peak_reserved_gib"))]
+    out = {"warmup_steps": done, "peak_mem_gib": max(mem) if mem else None,
+           "peak_reserved_gib": max(reserved) if reserved else None}
+    if not timed:
+        return {**out, "timed_steps": 0}
+    seconds = sum(n * _num(r, "step_s") for n, r in zip(counts, timed))
+    wait = sum(n * _num(r, "data_wait_s") for n, r in zip(counts, timed) if math.isfinite(_num(r, "data_wait_s")))
+    steps = sum(counts)
+    return {**out, "timed_steps": steps, "step_s": seconds / steps, "steps_per_s": steps / seconds,
+            "samples_per_s": steps / seconds * batch, "data_wait_share": wait / seconds}
 
 
 def losses(rows, column):
     return [(int(float(r["step"])), _num(r, column)) for r in rows if math.isfinite(_num(r, column))]
+
+
+def write_atomic(path, text):
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 # -------------------------------------------------------------------------------------------------- data
@@ -202,8 +233,14 @@ def abdomen(shape, rng, labels=False):
     return (hu, lab) if labels else hu
 
 
+def repeated(items, n):
+    """The first n entries of items, items, items, ...: a list naming each generated sample several times."""
+    return [items[i % len(items)] for i in range(n)]
+
+
 def data_genesis(root, p):
-    """Pattern cubes in the pattern generator's layout and fine-tuning cubes with nodule masks (.npy)."""
+    """Pattern cubes in the pattern generator's layout (classes x per_class x 3 resolutions) and fine-tuning
+    cubes with nodule masks (.npy); the fine-tuning train set is ft_steps whole batches."""
     from shared.genesis.data import write_pattern_files
 
     patterns = root / "patterns"
@@ -214,7 +251,7 @@ def data_genesis(root, p):
         cubes.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(0)
         grid = np.stack(np.meshgrid(*[np.arange(s) - s / 2 for s in p["cube"]], indexing="ij"))
-        for split, n in (("train", p["ft_cubes"]), ("val", p["ft_batch"]), ("test", p["ft_batch"])):
+        for split, n in (("train", p["ft_batch"] * p["ft_steps"]), ("val", p["ft_batch"]), ("test", p["ft_batch"])):
             x = rng.uniform(0, 0.3, (n, *p["cube"])).astype(np.float32)
             r = rng.uniform(3, p["cube"][2] / 4, n)
             y = np.stack([((grid ** 2).sum(0) < ri ** 2) for ri in r]).astype(np.float32)
@@ -224,10 +261,15 @@ def data_genesis(root, p):
 
 
 def data_dira(root, p):
-    """Radiograph PNGs and DiRA's list files (name + 14 labels), repeated up to whole batches."""
-    images = root / "images"
-    if not (root / "test.txt").is_file():
-        images.mkdir(parents=True, exist_ok=True)
+    """Radiograph PNGs, DiRA's list files (name + 14 labels; whole batches, each image named several times)
+    and the decode-once caches of the pre-training lists (dira/cache_data.py) at cache_px."""
+    from dira.cache_data import build_list_cache
+
+    images, cache = root / "images", root / "cache"
+    if not (root / ".complete").is_file():
+        shutil.rmtree(images, ignore_errors=True)
+        shutil.rmtree(cache, ignore_errors=True)
+        images.mkdir(parents=True)
         rng = np.random.default_rng(0)
         names = []
         for i in range(p["images"]):
@@ -235,23 +277,28 @@ def data_dira(root, p):
             write_png(images / names[-1], p["source_px"], rng)
         labels = rng.integers(0, 2, (len(names), 14))
         lines = [f"{n} " + " ".join(map(str, lab)) for n, lab in zip(names, labels)]
-        need = {"train": p["batch"] * p["steps"], "val": p["batch"] * 2, "ft_train": p["ft_batch"] * 2,
+        need = {"train": p["batch"] * p["steps"], "val": p["batch"] * 2, "ft_train": p["ft_batch"] * p["ft_steps"],
                 "test": p["ft_batch"]}
         for name, n in need.items():
-            (root / f"{name}.txt").write_text("\n".join(lines[i % len(lines)] for i in range(n)) + "\n")
-    return images
+            (root / f"{name}.txt").write_text("\n".join(repeated(lines, n)) + "\n")
+        for name in ("train", "val"):
+            build_list_cache(images, root / f"{name}.txt", cache, p["cache_px"], workers=p["workers"],
+                             progress=False, log=lambda *a: None)
+        (root / ".complete").write_text("ok\n")
+    return images, cache
 
 
 def data_voco(root, p):
-    """CT volumes for pre-training and a BTCV-style labelled set (imagesTr/labelsTr/dataset_0.json)."""
+    """CT volumes for pre-training (listed `batch x steps` times over) and a BTCV-style labelled set
+    (imagesTr/labelsTr/dataset_0.json, its two training cases listed ft_steps times over)."""
     if (root / "btcv" / "dataset_0.json").is_file():
         return root / "pretrain.json", root / "btcv"
     rng = np.random.default_rng(0)
     (root / "ct").mkdir(parents=True, exist_ok=True)
     for i in range(p["volumes"]):
         write_nifti(root / "ct" / f"ct{i:03d}.nii.gz", abdomen(p["shape"], rng), (1.5, 1.5, 2.0))
-    (root / "pretrain.json").write_text(json.dumps(
-        {"training": [{"image": f"ct/ct{i:03d}.nii.gz"} for i in range(p["volumes"])]}))
+    volumes = [{"image": f"ct/ct{i:03d}.nii.gz"} for i in range(p["volumes"])]
+    (root / "pretrain.json").write_text(json.dumps({"training": repeated(volumes, p["batch"] * p["steps"])}))
     btcv = root / "btcv"
     for sub in ("imagesTr", "labelsTr"):
         (btcv / sub).mkdir(parents=True, exist_ok=True)
@@ -261,17 +308,49 @@ def data_voco(root, p):
         write_nifti(btcv / "imagesTr" / f"img{i:04d}.nii.gz", hu, (1.5, 1.5, 1.5))
         write_nifti(btcv / "labelsTr" / f"label{i:04d}.nii.gz", lab, (1.5, 1.5, 1.5))
         items.append({"image": f"imagesTr/img{i:04d}.nii.gz", "label": f"labelsTr/label{i:04d}.nii.gz"})
-    (btcv / "dataset_0.json").write_text(json.dumps({"training": items[:2], "validation": items[2:]}))
+    (btcv / "dataset_0.json").write_text(json.dumps({"training": repeated(items[:2], p["ft_steps"]),
+                                                     "validation": items[2:]}))
     return root / "pretrain.json", btcv
+
+
+def fill_voco_cache(train_args):
+    """Pre-process every distinct listed volume into the pre-training's --cache_dir (MONAI's
+    PersistentDataset, exactly as voco/train.py builds it), so that the timed run reads cached volumes."""
+    from voco.data import build_pretrain_dataset
+    from voco.train import build_datalist, get_parser
+
+    args = get_parser().parse_args(train_args)
+    items = build_datalist(args)
+    dataset = build_pretrain_dataset(args, items)
+    seen = set()
+    for i, item in enumerate(items):
+        if item["image"] not in seen:
+            seen.add(item["image"])
+            dataset.load(i)
+
+
+def repeat_parquet_split(path, n_rows):
+    """Rewrite a parquet split with its rows repeated up to at least n_rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    if table.num_rows < n_rows:
+        table = pa.concat_tables([table] * math.ceil(n_rows / table.num_rows))
+        pq.write_table(table, path)
 
 
 def data_lovt(root, p):
     """A BERT of the configured size (random init, local tokenizer), MIMIC-CXR studies prepared by LoVT's
-    own preparation, and object-CXR images for the localized task (the sample-data writers; the RSNA sample
-    is DICOM, written with SimpleITK, which the GPU machine lacks)."""
+    own preparation (parquet; the training split's studies repeated up to `batch x steps`), its fast path's
+    caches (lovt/data/prepare_cache.py: image cache + stored token ids), and object-CXR images for the
+    localized task, prepared by LoVT (the training csv's rows repeated up to `task batch x eval_steps`)."""
     from lovt.data.mimic_cxr import create_dataset
+    from lovt.data.prepare_cache import build_caches
     from lovt.evaluation.data import OBJECT, SAMPLE_FOLDERS
     from lovt.evaluation.demo import prepare_sample
+    from lovt.evaluation.tasks import get_task
+    from lovt.models.report_encoder import load_tokenizer
     from lovt.synthetic import build_tiny_language_model
     from shared.sample_data.localized_extra import write_object_cxr
     from shared.sample_data.mimic import write_mimic
@@ -285,10 +364,16 @@ def data_lovt(root, p):
             shutil.rmtree(folder, ignore_errors=True)
         mimic = sample / "mimic-cxr-jpg"
         write_mimic(mimic, np.random.default_rng(0), n_patients=p["patients"])
-        create_dataset(mimic, config="mimic-cxr_ap-pa", target_path=prepared, num_workers=1)
+        create_dataset(mimic, config="mimic-cxr_ap-pa", target_path=prepared, fmt="parquet", num_workers=1)
+        repeat_parquet_split(prepared / "train" / "data.parquet", p["batch"] * p["steps"])
+        build_caches(prepared, 256, load_tokenizer(str(bert)), p["max_length"], p["workers"])
         n = p["task_images"]
         write_object_cxr(sample / SAMPLE_FOLDERS[OBJECT], np.random.default_rng(1), n_train=n, n_dev=max(8, n // 4))
-        prepare_sample(sample, OBJECT)  # LoVT's own preparation of the downstream dataset, in place
+        prepared_task = prepare_sample(sample, OBJECT)  # LoVT's own preparation of the downstream dataset
+        train_csv = prepared_task / "train.csv"
+        header, *rows = train_csv.read_text().splitlines()
+        need = (p.get("eval_batch") or get_task(p["task"]).batch_size) * p["eval_steps"]
+        write_atomic(train_csv, "\n".join([header, *repeated(rows, max(need, len(rows)))]) + "\n")
         (root / ".complete").write_text("ok\n")
     return bert, prepared, sample
 
@@ -296,182 +381,211 @@ def data_lovt(root, p):
 # ------------------------------------------------------------------------------------------------ stages
 
 class Stage:
-    """One CLI run of a method: how to build its command, where it logs, what counts as a sample."""
+    """One CLI run of a method: its command, where it logs, what a step holds.
 
-    def __init__(self, name, script, args, csv_path, batch, loss, resume=None, ddp=True, flops=None):
-        self.name, self.script, self.args, self.csv_path = name, script, args, Path(csv_path)
-        self.batch, self.loss, self.resume, self.ddp, self.flops = batch, loss, resume, ddp, flops
+    batch: samples per step (None: the task's, read from the run's config.json); row_steps: steps per
+    timing row when the CSV has a row per epoch (None: the `step` column counts them); precision: what the
+    step computes in (bf16, fp16, or fp32, whose convolutions cuDNN runs on TF32 tensor cores by default:
+    measured against the TF32 peak)."""
 
-    def command(self, mode, extra=(), **launch):
-        script = [self.script] if self.script.endswith(".py") else ["-m", self.script]
-        return launcher(mode, **launch) + script + list(self.args) + list(extra)
+    def __init__(self, name, script, args, csv_path, batch, loss, precision, flops=None, row_steps=None):
+        self.name, self.script, self.args, self.csv_path = name, script, list(args), Path(csv_path)
+        self.batch, self.loss, self.precision, self.flops, self.row_steps = batch, loss, precision, flops, row_steps
+        self.launch_args, self.resume = None, None
+
+    def command(self, args=None, mode="plain", **launch):
+        return launcher(mode, **launch) + [self.script] + list(self.args if args is None else args)
 
 
 class Resume:
     """How the pre-training is killed and resumed: the checkpoint to wait for, the flags of each part."""
 
-    def __init__(self, checkpoint, long_args, resume_args):
+    def __init__(self, checkpoint, long_args, resume_args, csv_path):
         self.checkpoint, self.long_args, self.resume_args = Path(checkpoint), long_args, resume_args
+        self.csv_path = Path(csv_path)
 
 
 def genesis_stages(method, run, data, p, device):
     patterns, cubes = data
-    amp = ["--amp", "on"] if device == "cuda" else ["--amp", "off"]
+    cuda = device == "cuda"
+    amp = ["--amp", "on" if cuda else "off"]
     common = ["--data_dir", str(patterns), "--cls_classes", str(p["classes"]), "--batch_size", str(p["batch"]),
               "--width", str(p["width"]), "--input_rows", str(p["cube"][0]), "--input_cols", str(p["cube"][1]),
               "--input_deps", str(p["cube"][2]), "--num_workers", str(p["workers"]), "--n_images", "0",
-              "--device", device, *amp]
+              "--device", device, *amp]  # pre-training: persistent workers whenever workers > 0 (always)
     exp_dir = run / "pretrain" / "en_de"
     name = "semantic_genesis_chest_ct" if method == "semantic_genesis" else "TransVW_chest_ct"
+    epoch_steps = math.ceil(p["classes"] * p["per_class"] * 3 / p["batch"])  # the last one partial
 
     def train(out, steps):
         return common + ["--output_dir", str(out), "--max_steps", str(steps), "--exp_name", name]
 
     pre = Stage("pretrain", f"{method}/train.py", train(run / "pretrain", p["steps"]), exp_dir / "metrics.csv",
-                p["batch"], "train_loss", flops=("genesis_pretrain", p))
-    pre.variants = {"torchrun": train(run / "pretrain_torchrun", max(2, p["steps"] // 2))}
-    pre.resume = Resume(run / "pretrain_resume" / "en_de" / "last.pt",
-                        train(run / "pretrain_resume", 100000),
-                        train(run / "pretrain_resume", p["steps"]) + ["--resume"])
-    pre.resume_csv = run / "pretrain_resume" / "en_de" / "metrics.csv"
-    ft_args = ["--data_dir", str(cubes), "--weights", str(exp_dir / f"{name}.pt"), "--width", str(p["width"]),
-               "--batch_size", str(p["ft_batch"]), "--nb_epoch", "2", "--input_rows", str(p["cube"][0]),
-               "--input_cols", str(p["cube"][1]), "--input_deps", str(p["cube"][2]), "--device", device, *amp]
+                p["batch"], "train_loss", "bf16" if cuda else "fp32", flops=("genesis_pretrain", p))
+    pre.launch_args = train(run / "pretrain_launch", p["steps"])
+    resume_dir = run / "pretrain_resume" / "en_de"  # killed once last.pt (end of epoch 1) exists
+    pre.resume = Resume(resume_dir / "last.pt", train(run / "pretrain_resume", 100000),
+                        train(run / "pretrain_resume", epoch_steps + 4) + ["--resume"], resume_dir / "metrics.csv")
     ft = Stage("finetune_segmentation", f"{method}/finetune_segmentation.py",
-               ft_args + ["--output_dir", str(run / "finetune")], run / "finetune" / "metrics.csv", p["ft_batch"],
-               "train_loss", flops=("genesis_finetune", p))
-    ft.variants = {"torchrun": ft_args + ["--output_dir", str(run / "finetune_torchrun")]}
+               ["--data_dir", str(cubes), "--weights", str(exp_dir / f"{name}.pt"), "--width", str(p["width"]),
+                "--batch_size", str(p["ft_batch"]), "--nb_epoch", "2", "--input_rows", str(p["cube"][0]),
+                "--input_cols", str(p["cube"][1]), "--input_deps", str(p["cube"][2]), "--device", device, *amp,
+                "--num_workers", str(p["workers"]), "--persistent_workers", "--output_dir", str(run / "finetune")],
+               run / "finetune" / "metrics.csv", p["ft_batch"], "train_loss", "bf16" if cuda else "fp32",
+               flops=("genesis_finetune", p), row_steps=p["ft_steps"])
     return [pre, ft]
 
 
-def dira_stages(run, images, p, device):
+def dira_stages(run, data, p, device):
+    images, cache = data
     root = images.parent
-    amp = ["--amp", "bf16"] if device == "cuda" else []
-    common = [str(images), "-a", p["arch"], "--mlp", "--moco-t", "0.2", "--cos", "--moco-k", str(p["moco_k"]),
-              "--img_size", str(p["img"]), "-j", str(p["workers"]), "--train_list", str(root / "train.txt"),
-              "--val_list", str(root / "val.txt"), "--max_steps_per_epoch", str(p["steps"]),
-              "--preview_images", "0", "-p", "1", *amp]  # no --seed: it turns cuDNN autotuning off
+    cuda = device == "cuda"
 
-    def stage_args(out, mode, batch, epochs, more=()):
-        return common + ["--mode", mode, "--batch-size", str(batch), "--epochs", str(epochs),
-                         "--checkpoint-dir", str(out), *more]
+    def args(out, mode, batch, epochs, steps, more=()):
+        return [str(images), "-a", p["arch"], "--mlp", "--moco-t", "0.2", "--cos", "--moco-k", str(p["moco_k"]),
+                "--img_size", str(p["img"]), "-j", str(p["workers"]), "--persistent_workers",
+                "--train_list", str(root / "train.txt"), "--val_list", str(root / "val.txt"),
+                "--data_path", "cache", "--cache_dir", str(cache), "--cache_size", str(p["cache_px"]),
+                "--augment_on", "device" if cuda else "auto", "--max_steps_per_epoch", str(steps),
+                "--preview_images", "0", "-p", str(p["log_every"]), *(["--amp", "bf16"] if cuda else []),
+                "--mode", mode, "--batch-size", str(batch), "--epochs", str(epochs), "--checkpoint-dir", str(out),
+                *more]  # no --seed: it turns cuDNN autotuning off
 
     dir_ckpt = run / "pretrain" / "DiRA_moco" / "dir" / "checkpoint.pth"
-    pre = Stage("pretrain_dir", "dira/train.py", stage_args(run / "pretrain", "dir", p["batch"], 2),
+    pre = Stage("pretrain_dir", "dira/train.py", args(run / "pretrain", "dir", p["batch"], 1, p["steps"]),
                 run / "pretrain" / "DiRA_moco" / "dir" / "metrics.csv", p["batch"], "loss",
-                flops=("dira", p, "dir", p["batch"]))
-    pre.variants = {"torchrun": stage_args(run / "pretrain_torchrun", "dir", p["batch"], 1)}
+                "bf16" if cuda else "fp32", flops=("dira", p, "dir", p["batch"]))
+    pre.launch_args = args(run / "pretrain_launch", "dir", p["batch"], 1, p["steps"])
     resume_dir = run / "pretrain_resume" / "DiRA_moco" / "dir"
-    pre.resume = Resume(resume_dir / "checkpoint.pth", stage_args(run / "pretrain_resume", "dir", p["batch"], 1000),
-                        stage_args(run / "pretrain_resume", "dir", p["batch"], 2,
-                                   ["--resume", str(resume_dir / "checkpoint.pth")]))
-    pre.resume_csv = resume_dir / "metrics.csv"
-    gen = ["--generator_pre_trained_weights", str(dir_ckpt)]
-    dira = Stage("pretrain_dira", "dira/train.py", stage_args(run / "pretrain", "dira", p["dira_batch"], 2, gen),
+    short = min(p["steps"], 10)
+    pre.resume = Resume(resume_dir / "checkpoint.pth", args(run / "pretrain_resume", "dir", p["batch"], 1000, short),
+                        args(run / "pretrain_resume", "dir", p["batch"], 2, short,
+                             ["--resume", str(resume_dir / "checkpoint.pth")]), resume_dir / "metrics.csv")
+    dira = Stage("pretrain_dira", "dira/train.py",
+                 args(run / "pretrain", "dira", p["dira_batch"], 1, p["steps"],
+                      ["--generator_pre_trained_weights", str(dir_ckpt)]),
                  run / "pretrain" / "DiRA_moco" / "dira" / "metrics.csv", p["dira_batch"], "loss",
-                 flops=("dira", p, "dira", p["dira_batch"]))
-    dira.variants = {"torchrun": stage_args(run / "pretrain_torchrun", "dira", p["dira_batch"], 1, gen)}
+                 "bf16" if cuda else "fp32", flops=("dira", p, "dira", p["dira_batch"]))
     ft_out = run / "finetune"
     ft = Stage("finetune_classification", "dira/finetune.py",
                ["classification", "--data_dir", str(images), "--train_list", str(root / "ft_train.txt"),
                 "--val_list", str(root / "test.txt"), "--test_list", str(root / "test.txt"), "--init", "dira",
                 "--proxy_dir", str(run / "pretrain" / "DiRA_moco" / "dira" / "checkpoint.pth"), "-a", p["arch"],
                 "--img_size", str(p["img"]), "--batch_size", str(p["ft_batch"]), "--epochs", "2",
-                "--workers", str(p["workers"]), "--device", device, "--output_dir", str(ft_out)],
-               ft_out / "classification_dira_trial0" / "metrics.csv", p["ft_batch"], "train_loss", ddp=False,
-               flops=("dira_finetune", p))
+                "--workers", str(p["workers"]), "--persistent_workers", "--device", device,
+                "--output_dir", str(ft_out)],
+               ft_out / "classification_dira_trial0" / "metrics.csv", p["ft_batch"], "train_loss",
+               "tf32" if cuda else "fp32", flops=("dira_finetune", p), row_steps=p["ft_steps"])
     return [pre, dira, ft]
 
 
 def voco_stages(run, data, p, device):
-    pre_json, btcv = data
+    (pre_json, btcv), cache = data, data[0].parent / "cache"
+    cuda = device == "cuda"
     model = ["--feature_size", str(p["feature"]), "--window_size", str(p["window"]), "--hidden_dim", str(p["hidden"]),
              "--out_dim", str(p["hidden"])]
     common = ["--json_list", str(pre_json), "--base_roi", str(p["base_roi"]), "--num_crops", str(p["num_crops"]),
               "--roi_x", str(p["roi"]), "--roi_y", str(p["roi"]), "--roi_z", str(p["roi"]),
               "--batch_size", str(p["batch"]), "--sw_batch_size", str(p["sw"]), "--workers", str(p["workers"]),
-              "--use_checkpoint", "True", "--device", device, *model]
+              "--use_checkpoint", "True", "--device", device, "--cache_dir", str(cache),
+              "--crops_on", "device" if cuda else "auto", *model]
+    # one pass of the list holds every step, so its loader (built per pass, no persistent workers) never restarts
 
     def train(out, steps, eval_num):
         return common + ["--logdir", str(out), "--num_steps", str(steps), "--eval_num", str(eval_num),
                          "--save_every", "0"]
 
+    fill_voco_cache(train(run / "pretrain", p["steps"], p["steps"]))
     pre = Stage("pretrain", "voco/train.py", train(run / "pretrain", p["steps"], p["steps"]),
-                run / "pretrain" / "metrics.csv", p["batch"], "loss", flops=("voco_pretrain", p))
-    pre.variants = {"torchrun": train(run / "pretrain_torchrun", max(2, p["steps"] // 2), p["steps"])}
-    every = max(2, p["steps"] // 2)
+                run / "pretrain" / "metrics.csv", p["batch"], "loss", "fp16" if cuda else "fp32",
+                flops=("voco_pretrain", p))
+    pre.launch_args = train(run / "pretrain_launch", p["steps"], p["steps"])
+    every = 5 if cuda else 2
     ckpt = run / "pretrain_resume" / "model_current_epoch.pt"
     pre.resume = Resume(ckpt, train(run / "pretrain_resume", 100000, every),
-                        train(run / "pretrain_resume", every + p["steps"], every) + ["--resume", str(ckpt)])
-    pre.resume_csv = run / "pretrain_resume" / "metrics.csv"
+                        train(run / "pretrain_resume", 2 * every, every) + ["--resume", str(ckpt)],
+                        run / "pretrain_resume" / "metrics.csv")
     r = str(p["ft_roi"])
-    ft_args = ["--data_dir", str(btcv), "--json_list", "dataset_0.json", "--pretrained_checkpoint",
-               str(run / "pretrain" / "model_final_epoch.pt"), "--feature_size", str(p["feature"]),
-               "--window_size", str(p["window"]), "--roi_x", r, "--roi_y", r, "--roi_z", r,
-               "--sw_batch_size", str(p["ft_sw"]), "--max_epochs", "2", "--val_every", "2", "--warmup_epochs", "0",
-               "--workers", str(p["workers"]), "--use_checkpoint", "True", "--device", device,
-               "--noamp", "False", "--amp_dtype", "bfloat16", "--infer_overlap", "0.5"]
     ft = Stage("finetune_btcv", "voco/finetune.py",
-               ft_args + ["--logdir", str(run / "finetune"), "--cache_dir", str(run / "cache_ft")],
-               run / "finetune" / "metrics.csv", p["ft_sw"], "train_loss", flops=("voco_finetune", p))
-    ft.variants = {"torchrun": ft_args + ["--logdir", str(run / "finetune_torchrun"),
-                                          "--cache_dir", str(run / "cache_ft_torchrun")]}
+               ["--data_dir", str(btcv), "--json_list", "dataset_0.json", "--pretrained_checkpoint",
+                str(run / "pretrain" / "model_final_epoch.pt"), "--feature_size", str(p["feature"]),
+                "--window_size", str(p["window"]), "--roi_x", r, "--roi_y", r, "--roi_z", r,
+                "--sw_batch_size", str(p["ft_sw"]), "--max_epochs", "2", "--val_every", "2", "--warmup_epochs", "0",
+                "--workers", str(p["workers"]), "--persistent_workers", "True", "--use_checkpoint", "True",
+                "--device", device, "--noamp", "False", "--amp_dtype", "bfloat16", "--infer_overlap", "0.5",
+                "--logdir", str(run / "finetune"), "--cache_dir", str(run / "cache_ft")],
+               run / "finetune" / "metrics.csv", p["ft_sw"], "train_loss", "bf16" if cuda else "fp32",
+               flops=("voco_finetune", p), row_steps=p["ft_steps"])
     return [pre, ft]
 
 
 def lovt_overrides(bert, prepared, p, device):
     out = ["+experiment=LoVT_100", "pretrain_dataset=mimic-cxr_sample", f"dataset_path={prepared}",
+           "data_path=cache", "cache_size=256", "augment_on=auto",
            f"pretrain_model.encoder_a.input_size=[{p['img']},{p['img']}]",
            f"pretrain_model.encoder_b.language_encoder={bert}", f"pretrain_model.batch_size={p['batch']}",
            "pretrain_model.encoder_a.backbone_pretrained=false", "print_config=false", "attention_plots=0",
            "export_run=false", f"num_dataloader_workers={p['workers']}", "callback.early_stopping.patience=1000",
-           f"+trainer.limit_train_batches={p['steps']}", "+trainer.limit_val_batches=1", "trainer.log_every_n_steps=1"]
+           f"trainer.accumulate_grad_batches={p['accumulate']}", "+trainer.limit_val_batches=1",
+           "trainer.log_every_n_steps=1"]
     if device == "cuda":
         out += ["trainer.accelerator=gpu", "trainer.precision=16-mixed"]  # the original: fp16 (precision 16)
     else:
         out += ["trainer.accelerator=cpu", "trainer.precision=32-true", "pretrain_model.d_z=32",
-                "pretrain_model.d_hidden=64", "pretrain_model.encoder_b.max_length=128"]
+                "pretrain_model.d_hidden=64", f"pretrain_model.encoder_b.max_length={p['max_length']}"]
     return out
 
 
 def lovt_stages(run, data, p, device):
     bert, prepared, sample = data
+    cuda = device == "cuda"
 
-    def train(out, epochs, more=()):
+    def train(out, epochs, batches):
         return lovt_overrides(bert, prepared, p, device) + [
-            f"pretrain_model.max_epochs={epochs}", f"hydra.run.dir={out}", f"models.base_path={run / 'models'}",
-            *more]
+            f"+trainer.limit_train_batches={batches}", f"pretrain_model.max_epochs={epochs}",
+            f"hydra.run.dir={out}", f"models.base_path={run / 'models'}"]
 
-    pre = Stage("pretrain", "lovt/train.py", train(run / "pretrain", 2), run / "pretrain" / "metrics.csv",
-                p["batch"], "train/total_loss_step", flops=("lovt_pretrain", p, bert))
-    pre.variants = {"torchrun": train(run / "pretrain_torchrun", 1)}
+    # a timing row per optimizer step: accumulate batches, each of `batch` studies
+    pre = Stage("pretrain", "lovt/train.py", train(run / "pretrain", 1, p["steps"]), run / "pretrain" / "metrics.csv",
+                p["batch"], "train/total_loss_step", "fp16" if cuda else "fp32", flops=("lovt_pretrain", p, bert),
+                row_steps=p["accumulate"])
+    pre.launch_args = train(run / "pretrain_launch", 1, p["steps"])
     ckpt = run / "pretrain_resume" / "checkpoints" / "last.ckpt"
-    pre.resume = Resume(ckpt, train(run / "pretrain_resume", 1000), train(run / "pretrain_resume", 2, ["resume=last"]))
-    pre.resume_csv = run / "pretrain_resume" / "metrics.csv"
+    short = p["accumulate"]
+    pre.resume = Resume(ckpt, train(run / "pretrain_resume", 1000, short),
+                        train(run / "pretrain_resume", 2, short) + ["resume=last"],
+                        run / "pretrain_resume" / "metrics.csv")
     ev_out = run / "evaluate"
     ev = Stage("evaluate_" + p["task"], "lovt/evaluate.py",
                ["run_task", p["task"], "--weights", str(run / "pretrain" / "checkpoints" / "backbone_weights.pt"),
                 "--out", str(ev_out), "--sample_root", str(sample), "--max_steps", str(p["eval_steps"]),
                 "--max_epochs", "1", "--input_size", str(p["img"]), "--num_workers", str(p["workers"]),
-                "--device", device, "--quiet"],
-               ev_out / "metrics.csv", None, "train/loss", ddp=False, flops=("lovt_task", p, sample))
+                "--persistent_workers", "--device", device, "--quiet",
+                *(["--batch_size", str(p["eval_batch"])] if p.get("eval_batch") else [])],
+               ev_out / "metrics.csv", None, "train/loss", "fp16" if cuda else "fp32",
+               flops=("lovt_task", p, sample))
     return [pre, ev]
 
 
-def build_stages(method, out, device, profile=None):
-    """(stages, data-making function) of one method under <out>/<method>."""
-    p = (profile or PROFILES[device])["genesis" if method in ("semantic_genesis", "transvw") else method]
-    family = "genesis" if method in ("semantic_genesis", "transvw") else method
-    run, data_root = out / method, out / "data" / device / family  # sizes differ per device: data too
-    data_root.mkdir(parents=True, exist_ok=True)
-    if method in ("semantic_genesis", "transvw"):
-        return genesis_stages(method, run, data_genesis(data_root, p), p, device)
+def make_data(method, out, device, p):
+    """The method's generated data and caches under <out>/data/<device>/<family> (kept between checks)."""
+    family = "genesis" if method in GENESIS_FAMILY else method
+    root = out / "data" / device / family  # sizes differ per device: data too
+    root.mkdir(parents=True, exist_ok=True)
+    maker = {"genesis": data_genesis, "dira": data_dira, "voco": data_voco, "lovt": data_lovt}[family]
+    return maker(root, p)
+
+
+def build_stages(method, out, device, data, p):
+    run = out / method
+    if method in GENESIS_FAMILY:
+        return genesis_stages(method, run, data, p, device)
     if method == "dira":
-        return dira_stages(run, data_dira(data_root, p), p, device)
+        return dira_stages(run, data, p, device)
     if method == "voco":
-        return voco_stages(run, data_voco(data_root, p), p, device)
+        return voco_stages(run, data, p, device)
     if method == "lovt":
-        return lovt_stages(run, data_lovt(data_root, p), p, device)
+        return lovt_stages(run, data, p, device)
     raise ValueError(f"unknown method {method!r}; one of {METHODS}")
 
 
@@ -573,116 +687,231 @@ def _lovt_task_loss(p, sample, dev, n):
     return Evaluator(task, model, split.target_names).loss(collate([split[i] for i in range(n)]), task.frozen, dev)[0]
 
 
-def peak_tflops(device_name, given=None):
-    if given:
-        return float(given)
-    for key, value in PEAK_BF16_TFLOPS:
-        if key.lower() in (device_name or "").lower():
-            return value
-    return None
+
+
+# --------------------------------------------------------------------------------------------- pre-flight
+
+def gib(n):
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def preflight(methods, device, out, workers_flag="--workers"):
+    """Seconds, before any stage: imports + versions, the CUDA device and its peaks, /dev/shm, free disk.
+    Returns (record, problems): problems is the list of what is missing (empty: go)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    t0 = time.perf_counter()
+    needs = list(COMMON_NEEDS)
+    for m in methods:
+        needs += [n for n in METHOD_NEEDS[m] if n not in needs]
+    versions, problems = {}, []
+    for module, dist in needs:
+        try:
+            importlib.import_module(module)
+        except Exception as err:  # ImportError, or a package that fails while importing
+            problems.append(f"python package {dist} (import {module}: {type(err).__name__}: {err})")
+            continue
+        try:
+            versions[dist] = version(dist)
+        except PackageNotFoundError:
+            versions[dist] = "?"
+    rec = {"stage": "preflight", "versions": versions, "python": sys.version.split()[0]}
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            problems.append("a CUDA device (torch.cuda.is_available() is False; `--device cpu` runs the CPU check)")
+        else:
+            name = torch.cuda.get_device_name(0)
+            props = torch.cuda.get_device_properties(0)
+            rec.update(device_name=name, capability=f"{props.major}.{props.minor}",
+                       memory_gib=props.total_memory / 2**30, cuda=torch.version.cuda,
+                       peaks_tflops={k: peak_tflops(name, k) for k in ("bf16", "fp16", "tf32", "fp32")})
+            if rec["peaks_tflops"]["bf16"] is None:
+                rec["warning"] = f"{name!r} is not in the peak table: MFU needs --peak_tflops (its bf16 dense peak)"
+    shm_free = shutil.disk_usage("/dev/shm").free if Path("/dev/shm").is_dir() else None
+    rec["shm_free_bytes"] = shm_free
+    for m in methods:
+        p = profile(m, device)
+        need = shm_need_bytes(m, p)
+        rec.setdefault("shm_need_bytes", {})[m] = need
+        if shm_free is not None and need > shm_free:
+            problems.append(f"/dev/shm: {gib(shm_free)} free, {m}'s loaders hold up to {gib(need)} there "
+                            f"({p['workers']} workers x prefetch {PREFETCH} x {gib(loader_batch_bytes(m, p))} per "
+                            f"batch): give the container more (docker --shm-size=4g) or lower {workers_flag}")
+    out.mkdir(parents=True, exist_ok=True)
+    disk_free = shutil.disk_usage(out).free
+    disk_need = sum(DISK_NEED[device][m] for m in methods)
+    rec.update(disk_free_bytes=disk_free, disk_need_bytes=disk_need)
+    if disk_free < disk_need:
+        problems.append(f"disk: {gib(disk_free)} free under {out}, the data, caches and checkpoints take up to "
+                        f"{gib(disk_need)}: choose another --out")
+    rec.update(wall_s=time.perf_counter() - t0, ok=not problems, missing=problems)
+    return rec, problems
 
 
 # ------------------------------------------------------------------------------------------------- check
 
-def check_method(method, out, device, modes, timeout, threads=None):
-    """Run one method's stages in the requested modes; returns its report entry."""
-    env = child_env(device, threads)
-    logs = out / "logs" / method
-    logs.mkdir(parents=True, exist_ok=True)
-    entry = {"method": method, "stages": [], "ok": True, "errors": []}
-    t0 = time.perf_counter()
-    shutil.rmtree(out / method, ignore_errors=True)  # a fresh run folder each time (the data is kept)
-    try:
-        stages = build_stages(method, out, device)
-    except Exception as err:  # data preparation failed: the method fails, the others still run
-        entry.update(ok=False, errors=[f"data: {type(err).__name__}: {err}"])
-        return entry
-    entry["data_s"] = time.perf_counter() - t0
-    for stage in stages:
-        rec = {"stage": stage.name, "command": " ".join(stage.command("plain"))}
-        if "plain" in modes:
-            rc, wall = run_cli(stage.command("plain"), logs / f"{stage.name}.log", env, timeout)
-            rows = read_rows(stage.csv_path)
-            rec.update(plain_rc=rc, wall_s=wall, **timing_summary(rows, stage.batch or 1))
-            if stage.batch is None and rec.get("steps_per_s"):  # the task's batch, from the run's config
-                config = json.loads((stage.csv_path.parent / "config.json").read_text())
-                rec["samples_per_s"] = rec["steps_per_s"] * config["task_config"]["batch_size"]
-            rec["losses"] = losses(rows, stage.loss)[-3:]
-            if rc != 0:
-                entry["errors"].append(f"{stage.name}: exit {rc}\n{tail(logs / f'{stage.name}.log')}")
-            elif not rec.get("timed_rows") and not rows:
-                entry["errors"].append(f"{stage.name}: no metrics in {stage.csv_path}")
-        if "torchrun" in modes and stage.ddp:
-            cmd = launcher("torchrun") + [stage.script] + stage.variants["torchrun"]
-            rc, wall = run_cli(cmd, logs / f"{stage.name}_torchrun.log", env, timeout)
-            rec.update(torchrun_rc=rc, torchrun_wall_s=wall)
-            if rc != 0:
-                entry["errors"].append(f"{stage.name} (torchrun): exit {rc}\n"
-                                       f"{tail(logs / f'{stage.name}_torchrun.log')}")
-        if "resume" in modes and stage.resume is not None:
-            rec["resume"] = check_resume(stage, logs, env, timeout)
-            if not rec["resume"]["ok"]:
-                entry["errors"].append(f"{stage.name} (kill + resume): {rec['resume']['error']}")
-        entry["stages"].append(rec)
-    entry["ok"] = not entry["errors"]
-    entry["wall_s"] = time.perf_counter() - t0
-    return entry
+class Check:
+    """One method's check: runs its stages in order, appending a record per stage to `entry` and calling
+    `save()` after each one (report.json / report.md rewritten, so a timeout keeps what finished)."""
 
+    def __init__(self, method, out, device, modes, timeout, threads, save, peak_override=None, workers=None):
+        self.method, self.out, self.device, self.modes = method, out, device, modes
+        self.timeout, self.save, self.peak_override = timeout, save, peak_override
+        self.env = child_env(device, threads)
+        self.logs = out / "logs" / method
+        self.p = dict(profile(method, device))
+        if workers is not None:
+            self.p["workers"] = workers
+        self.plan = dict(PLAN[method])
+        self.entry = {"method": method, "ok": True, "errors": [], "stages": [], "plan_s": sum(self.plan.values())}
 
-def check_resume(stage, logs, env, timeout):
-    r, csv_path = stage.resume, stage.resume_csv
-    killed, rc, wall = run_until(launcher("plain") + [stage.script] + r.long_args, logs / f"{stage.name}_killed.log",
-                                 env, r.checkpoint.is_file, timeout)
-    time.sleep(0.2)
-    before = read_rows(csv_path)
-    res = {"killed": killed, "killed_after_s": wall, "checkpoint": str(r.checkpoint), "ok": False}
-    if not killed:
-        res["error"] = f"no checkpoint {r.checkpoint} before the process ended (exit {rc})\n" + \
-                       tail(logs / f"{stage.name}_killed.log")
-        return res
-    loss_before = losses(before, stage.loss)
-    rc, wall = run_cli(launcher("plain") + [stage.script] + r.resume_args, logs / f"{stage.name}_resumed.log",
-                       env, timeout)
-    after = read_rows(csv_path)
-    new = after[len(before):] if after[:len(before)] == before else after
-    loss_after = losses(new, stage.loss)
-    res.update(resumed_rc=rc, resumed_wall_s=wall,
-               loss_before=loss_before[-1] if loss_before else None,
-               loss_after=loss_after[0] if loss_after else None)
-    if rc != 0:
-        res["error"] = f"the resumed run exited {rc}\n" + tail(logs / f"{stage.name}_resumed.log")
-    elif not loss_after:
-        res["error"] = f"the resumed run logged no {stage.loss} in {csv_path}"
-    elif loss_before and loss_after[0][0] <= loss_before[0][0]:
-        res["error"] = (f"the resumed run started again from step {loss_after[0][0]} (first step before the kill "
-                        f"{loss_before[0][0]}): it did not continue from the checkpoint")
-    else:
-        res["ok"] = True
-    return res
+    def record(self, rec, error=None):
+        rec["plan_s"] = self.plan.get(rec["stage"] if rec.get("mode", "plain") == "plain"
+                                      else f"{rec['stage']} {rec['mode']}")
+        rec["ok"] = error is None
+        self.entry["stages"].append(rec)
+        if error:
+            self.entry["errors"].append(error)
+            self.entry["ok"] = False
+        self.save()
 
+    def stage_timeout(self, name):
+        if self.timeout:
+            return self.timeout
+        return 3 * self.plan.get(name, 60) + 60 if self.device == "cuda" else 1800
 
-def add_flops(entries, out, device, peak):
-    """FLOPs per sample and MFU for every stage that ran; counted after the runs (no GPU memory held during them)."""
-    for entry in entries:
-        if entry.get("errors") and not entry.get("stages"):
-            continue
+    def run(self):
+        t0 = time.perf_counter()
+        self.logs.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.out / self.method, ignore_errors=True)  # a fresh run folder each time (data kept)
         try:
-            stages = {s.name: s for s in build_stages(entry["method"], out, device)}
-        except Exception:  # the data failed: already reported
-            continue
-        for rec in entry["stages"]:
-            kind = stages[rec["stage"]].flops
+            stages = self.data()
+        except Exception as err:  # data preparation failed: the method fails, others still run
+            self.record({"stage": "data", "wall_s": time.perf_counter() - t0},
+                        f"data: {type(err).__name__}: {err}")
+            return self.finish(t0)
+        for stage in stages:
+            if "plain" in self.modes:
+                self.plain(stage)
+            if "launch" in self.modes and stage.launch_args is not None:
+                self.launch(stage)
+        if "resume" in self.modes and stages[0].resume is not None:
+            self.kill_and_resume(stages[0])
+        if not self.no_flops:
+            self.flops(stages)
+        return self.finish(t0)
+
+    no_flops = False
+
+    def finish(self, t0):
+        self.entry["wall_s"] = time.perf_counter() - t0
+        self.save()
+        return self.entry
+
+    def data(self):
+        t0 = time.perf_counter()
+        data = make_data(self.method, self.out, self.device, self.p)
+        stages = build_stages(self.method, self.out, self.device, data, self.p)  # VoCo fills its cache here
+        self.record({"stage": "data", "wall_s": time.perf_counter() - t0})
+        return stages
+
+    def plain(self, stage):
+        log = self.logs / f"{stage.name}.log"
+        rc, wall = run_cli(stage.command(), log, self.env, self.stage_timeout(stage.name))
+        rows = read_rows(stage.csv_path)
+        rec = {"stage": stage.name, "mode": "plain", "command": " ".join(stage.command()), "rc": rc, "wall_s": wall,
+               "precision": stage.precision, "batch": stage.batch,
+               **timing_summary(rows, stage.batch or 1, WARMUP_STEPS[self.device], stage.row_steps)}
+        if stage.batch is None and rec.get("steps_per_s") and (stage.csv_path.parent / "config.json").is_file():
+            config = json.loads((stage.csv_path.parent / "config.json").read_text())
+            rec["batch"] = config["task_config"]["batch_size"]  # the task's batch, from the run's config
+            rec["samples_per_s"] = rec["steps_per_s"] * rec["batch"]
+        rec["losses"] = losses(rows, stage.loss)[-3:]
+        if rec["timed_steps"] < MIN_TIMED_STEPS[self.device]:
+            rec["note"] = f"only {rec['timed_steps']:g} timed steps: not a steady-state figure"
+        error = None
+        if rc != 0:
+            error = f"{stage.name}: {'timed out' if rc == 124 else f'exit {rc}'}\n{tail(log)}"
+        elif not rows:
+            error = f"{stage.name}: no metrics in {stage.csv_path}"
+        self.record(rec, error)
+
+    def launch(self, stage):
+        log = self.logs / f"{stage.name}_launch.log"
+        cmd = stage.command(stage.launch_args, mode="launch")
+        rc, wall = run_cli(cmd, log, self.env, self.stage_timeout(stage.name))
+        self.record({"stage": stage.name, "mode": MODE_LABELS["launch"], "command": " ".join(cmd), "rc": rc,
+                     "wall_s": wall},
+                    None if rc == 0 else f"{stage.name} (torchrun launch): exit {rc}\n{tail(log)}")
+
+    def kill_and_resume(self, stage):
+        r, name = stage.resume, f"{stage.name} kill + resume"
+        timeout = self.stage_timeout(name)
+        killed, rc, wall = run_until(stage.command(r.long_args), self.logs / f"{stage.name}_killed.log", self.env,
+                                     r.checkpoint.is_file, timeout)
+        time.sleep(0.2)
+        before = read_rows(r.csv_path)
+        rec = {"stage": stage.name, "mode": MODE_LABELS["resume"], "killed": killed, "killed_after_s": wall,
+               "checkpoint": str(r.checkpoint)}
+        if not killed:
+            error = (f"no checkpoint {r.checkpoint} before the process ended (exit {rc})\n"
+                     + tail(self.logs / f"{stage.name}_killed.log"))
+            return self.record({**rec, "wall_s": wall}, f"{name}: {error}")
+        loss_before = losses(before, stage.loss)
+        rc, wall2 = run_cli(stage.command(r.resume_args), self.logs / f"{stage.name}_resumed.log", self.env, timeout)
+        after = read_rows(r.csv_path)
+        new = after[len(before):] if after[:len(before)] == before else after
+        loss_after = losses(new, stage.loss)
+        rec.update(rc=rc, resumed_wall_s=wall2, wall_s=wall + wall2,
+                   loss_before=loss_before[-1] if loss_before else None,
+                   loss_after=loss_after[0] if loss_after else None)
+        error = None
+        if rc != 0:
+            error = f"the resumed run exited {rc}\n" + tail(self.logs / f"{stage.name}_resumed.log")
+        elif not loss_after:
+            error = f"the resumed run logged no {stage.loss} in {r.csv_path}"
+        elif loss_before and loss_after[0][0] <= loss_before[0][0]:
+            error = (f"the resumed run started again from step {loss_after[0][0]} (first step before the kill "
+                     f"{loss_before[0][0]}): it did not continue from the checkpoint")
+        self.record(rec, None if error is None else f"{name}: {error}")
+
+    def flops(self, stages):
+        """FLOPs per sample and MFU of every timed stage; counted after the runs (no GPU memory held then)."""
+        t0 = time.perf_counter()
+        name = device_name(self.device)
+        done = {}
+        for stage in stages:
             try:
-                rec["flops_per_sample"] = count_flops(kind, device)
-            except Exception as err:  # reported, not a failure of the method's CLI
-                rec["flops_error"] = f"{type(err).__name__}: {err}"
+                done[stage.name] = count_flops(stage.flops, self.device)
+            except Exception as err:  # reported, not a failure of the method's CLIs
+                done[stage.name] = f"{type(err).__name__}: {err}"
+        for rec in self.entry["stages"]:
+            if rec.get("mode") != "plain" or rec["stage"] not in done:
                 continue
+            if isinstance(done[rec["stage"]], str):
+                rec["flops_error"] = done[rec["stage"]]
+                continue
+            rec["flops_per_sample"] = done[rec["stage"]]
+            peak = peak_tflops(name, rec["precision"], self.peak_override) if self.device == "cuda" else None
+            rec["peak_tflops"] = peak
             if peak and rec.get("samples_per_s"):
                 rec["mfu"] = rec["flops_per_sample"] * rec["samples_per_s"] / (peak * 1e12)
-        if device == "cuda":
+        if self.device == "cuda":
             import torch
             torch.cuda.empty_cache()
+        self.record({"stage": "flops", "wall_s": time.perf_counter() - t0})
 
+
+def device_name(device):
+    if device != "cuda":
+        return "CPU"
+    import torch
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
+
+
+# ------------------------------------------------------------------------------------------------ report
 
 def step_loss(pair):
     return "?" if not pair else f"step {pair[0]} (loss {pair[1]:.4g})"
@@ -692,31 +921,46 @@ def fmt(v, spec=".3g", none="-"):
     return none if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
 
+def stage_status(s):
+    return "ok" if s.get("ok") else "FAIL"
+
+
 def write_report(report, out):
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    """report.json and report.md, each replaced atomically (a reader never sees half a file)."""
+    write_atomic(out / "report.json", json.dumps(report, indent=2, default=str))
     lines = [f"# GPU check: {report['device_name']}", "",
-             f"`{report['command']}` on {report['date']}, torch {report['torch']}, peak bf16 "
-             f"{fmt(report['peak_tflops'])} TFLOP/s, {report['wall_s']:.0f} s in all.", "",
-             "| method | stage | status | steps/s | samples/s | peak GiB | GFLOP/sample | MFU | data wait | torchrun "
+             f"`{report['command']}` on {report['date']}, torch {report['torch']}, {report['wall_s']:.0f} s so far"
+             f"{'' if report.get('finished') else ' (still running or stopped: the stages below are those finished)'}.",
+             "", "Plan: each method under " f"{LIMIT_S} s on one H100, start-up included; `plan s` = estimated "
+             "(not measured) seconds of the stage.", "",
+             "| method | stage | mode | status | wall s | plan s | timed steps | steps/s | samples/s "
+             "| peak alloc GiB | peak reserved GiB | GFLOP/sample | precision | MFU | data wait "
              "| kill + resume (loss before -> after) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in report["methods"]:
-        status = "PASS" if e["ok"] else "FAIL"
-        for s in e["stages"] or [{"stage": "-"}]:
-            res = s.get("resume")
-            resume = "-" if res is None else (
-                f"{step_loss(res['loss_before'])} -> {step_loss(res['loss_after'])}" if res.get("ok") else "FAIL")
-            tr = "-" if "torchrun_rc" not in s else ("ok" if s["torchrun_rc"] == 0 else f"exit {s['torchrun_rc']}")
+        for s in e["stages"]:
+            res = ""
+            if s.get("mode") == MODE_LABELS["resume"] and s.get("ok"):
+                res = f"{step_loss(s.get('loss_before'))} -> {step_loss(s.get('loss_after'))}"
             flops = s.get("flops_per_sample")
-            lines.append(f"| {e['method']} | {s['stage']} | {status} | {fmt(s.get('steps_per_s'))} | "
-                         f"{fmt(s.get('samples_per_s'))} | {fmt(s.get('peak_mem_gib'))} | "
-                         f"{fmt(flops / 1e9 if flops else None)} | {fmt(s.get('mfu'), '.1%')} | "
-                         f"{fmt(s.get('data_wait_share'), '.0%')} | {tr} | {resume} |")
+            lines.append(
+                f"| {e['method']} | {s['stage']} | {s.get('mode', '-')} | {stage_status(s)} "
+                f"| {fmt(s.get('wall_s'), '.0f')} "
+                f"| {fmt(s.get('plan_s'), '.0f')} | {fmt(s.get('timed_steps'), '.0f')} | {fmt(s.get('steps_per_s'))} "
+                f"| {fmt(s.get('samples_per_s'))} | {fmt(s.get('peak_mem_gib'))} | {fmt(s.get('peak_reserved_gib'))} "
+                f"| {fmt(flops / 1e9 if flops else None)} | {s.get('precision', '-')} | {fmt(s.get('mfu'), '.1%')} "
+                f"| {fmt(s.get('data_wait_share'), '.0%')} | {res} |")
+        lines.append(f"| {e['method']} | **total** | | {'PASS' if e['ok'] else 'FAIL'} | {fmt(e.get('wall_s'), '.0f')} "
+                     f"| {e['plan_s']} | | | | | | | | | | |")
+    notes = [f"- {e['method']} {s['stage']}: {s['note']}" for e in report["methods"] for s in e["stages"]
+             if s.get("note")]
+    if notes:
+        lines += ["", "## Notes", ""] + notes
     failures = [f"### {e['method']}\n\n```\n" + "\n\n".join(e["errors"]) + "\n```" for e in report["methods"]
                 if e["errors"]]
     if failures:
         lines += ["", "## Failures", ""] + failures
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    write_atomic(out / "report.md", "\n".join(lines) + "\n")
 
 
 def summary_line(e):
@@ -724,62 +968,75 @@ def summary_line(e):
         return f"FAIL {e['method']}: " + e["errors"][0].splitlines()[0]
     parts = []
     for s in e["stages"]:
-        part = f"{s['stage']} {fmt(s.get('steps_per_s'))} steps/s"
-        if s.get("samples_per_s"):
-            part += f" {fmt(s['samples_per_s'])} samples/s"
-        if s.get("peak_mem_gib") is not None:
-            part += f" {s['peak_mem_gib']:.1f} GiB"
-        if s.get("mfu") is not None:
-            part += f" MFU {s['mfu']:.1%}"
-        if s.get("data_wait_share") is not None:
-            part += f" wait {s['data_wait_share']:.0%}"
-        res = s.get("resume")
-        if res and res.get("ok"):
-            part += f"; killed after {step_loss(res['loss_before'])}, resumed at {step_loss(res['loss_after'])}"
-        parts.append(part)
-    return f"PASS {e['method']}: " + " | ".join(parts)
+        if s.get("mode") == "plain":
+            part = f"{s['stage']} {fmt(s.get('steps_per_s'))} steps/s {fmt(s.get('samples_per_s'))} samples/s"
+            if s.get("peak_mem_gib") is not None:
+                part += f" {s['peak_mem_gib']:.1f}/{fmt(s.get('peak_reserved_gib'), '.1f')} GiB"
+            if s.get("mfu") is not None:
+                part += f" MFU {s['mfu']:.1%} ({s['precision']})"
+            part += f" wait {fmt(s.get('data_wait_share'), '.0%')}"
+            parts.append(part)
+        elif s.get("mode") == MODE_LABELS["resume"]:
+            parts.append(f"killed after {step_loss(s.get('loss_before'))}, resumed at {step_loss(s.get('loss_after'))}")
+    return f"PASS {e['method']} ({e['wall_s']:.0f} s): " + " | ".join(parts)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--methods", required=True, help="one of " + ", ".join(METHODS) + " (a,b runs several; all: all)")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--out", default="runs/gpu_check")
-    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
-    ap.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of " + ",".join(MODES))
-    ap.add_argument("--peak_tflops", type=float, default=None, help="the device's bf16 dense peak (default: table)")
-    ap.add_argument("--timeout", type=float, default=600, help="seconds allowed to each CLI run")
+    ap.add_argument("--modes", default=",".join(DEFAULT_MODES),
+                    help="comma-separated subset of " + ",".join(MODES) + " (launch: torchrun launch, no DDP)")
+    ap.add_argument("--peak_tflops", type=float, default=None,
+                    help="the device's bf16/fp16 dense peak, where its name is not in the table")
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="seconds allowed to each CLI run (default: 3 x its plan + 60 on CUDA, 1800 on CPU)")
+    ap.add_argument("--workers", type=int, default=None, help="loader workers of every stage (default: the profile's)")
     ap.add_argument("--threads", type=int, default=None, help="OMP threads of each CPU child (default 1)")
     ap.add_argument("--no_flops", action="store_true", help="skip the FLOP counting")
     args = ap.parse_args(argv)
-    import torch
-
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = list(METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
     modes = {m.strip() for m in args.modes.split(",") if m.strip()}
     unknown = [m for m in methods if m not in METHODS] + [m for m in modes if m not in MODES]
-    if unknown:
-        ap.error(f"unknown method/mode {unknown}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("no CUDA device here: run `make gpu-check DEVICE=cpu` (tools/gpu_check.py --device cpu)")
-    name = torch.cuda.get_device_name(0) if args.device == "cuda" else "CPU"
-    peak = peak_tflops(name, args.peak_tflops) if args.device == "cuda" else args.peak_tflops
+    if unknown or not methods:
+        ap.error(f"unknown method/mode {unknown}: methods are {', '.join(METHODS)}; modes {', '.join(MODES)}")
     out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    import torch
+
     t0 = time.perf_counter()
-    entries = []
-    for method in methods:
-        entry = check_method(method, out, args.device, modes, args.timeout, args.threads)
-        entries.append(entry)
-        print(summary_line(entry), flush=True)
-    if not args.no_flops:
-        add_flops(entries, out, args.device, peak)
-    report = {"device": args.device, "device_name": name, "peak_tflops": peak, "torch": torch.__version__,
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "modes": sorted(modes),
+    report = {"device": args.device, "device_name": "?", "torch": torch.__version__, "modes": sorted(modes),
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "finished": False,
               "command": "python tools/gpu_check.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "wall_s": time.perf_counter() - t0, "methods": entries}
-    write_report(report, out)
-    print("\n".join(summary_line(e) for e in entries))
+              "wall_s": 0.0, "preflight": None, "methods": []}
+
+    def save():
+        report["wall_s"] = time.perf_counter() - t0
+        write_report(report, out)
+
+    pre, problems = preflight(methods, args.device, out)
+    report["preflight"] = pre
+    report["device_name"] = pre.get("device_name", "CPU" if args.device == "cpu" else "no CUDA device")
+    save()
+    versions = ", ".join(f"{k} {v}" for k, v in pre["versions"].items())
+    print(f"pre-flight ({pre['wall_s']:.1f} s): {report['device_name']}; {versions}", flush=True)
+    if pre.get("warning"):
+        print(f"pre-flight: {pre['warning']}", flush=True)
+    if problems:
+        print("pre-flight: missing, nothing was run:\n  - " + "\n  - ".join(problems), file=sys.stderr, flush=True)
+        return 2
+    for method in methods:
+        check = Check(method, out, args.device, modes, args.timeout, args.threads, save, args.peak_tflops,
+                      args.workers)
+        check.no_flops = args.no_flops
+        report["methods"].append(check.entry)
+        check.record({"stage": "preflight", "wall_s": pre["wall_s"]})
+        entry = check.run()
+        print(summary_line(entry), flush=True)
+    report["finished"] = True
+    save()
     print(f"report: {out / 'report.md'} ({report['wall_s']:.0f} s)")
-    return 0 if all(e["ok"] for e in entries) else 1
+    return 0 if all(e["ok"] for e in report["methods"]) else 1
 
 
 if __name__ == "__main__":
