@@ -261,26 +261,29 @@ def data_genesis(root, p):
 
 
 def data_dira(root, p):
-    """Radiograph PNGs, DiRA's list files (name + 14 labels; whole batches, each image named several times)
-    and the decode-once caches of the pre-training lists (dira/cache_data.py) at cache_px."""
+    """Radiograph PNGs, DiRA's list files (name + 14 labels, whole batches) and the decode-once caches of the
+    pre-training lists (dira/cache_data.py) at cache_px. The lists need more names than there are generated
+    pictures: each name is a link to one of them (a cache refuses a list naming an image twice)."""
     from dira.cache_data import build_list_cache
 
-    images, cache = root / "images", root / "cache"
+    images, cache, source = root / "images", root / "cache", root / "pictures"
     if not (root / ".complete").is_file():
-        shutil.rmtree(images, ignore_errors=True)
-        shutil.rmtree(cache, ignore_errors=True)
+        for folder in (images, cache, source):
+            shutil.rmtree(folder, ignore_errors=True)
         images.mkdir(parents=True)
+        source.mkdir(parents=True)
         rng = np.random.default_rng(0)
-        names = []
         for i in range(p["images"]):
-            names.append(f"{i:08d}_000.png")
-            write_png(images / names[-1], p["source_px"], rng)
-        labels = rng.integers(0, 2, (len(names), 14))
-        lines = [f"{n} " + " ".join(map(str, lab)) for n, lab in zip(names, labels)]
+            write_png(source / f"{i:04d}.png", p["source_px"], rng)
         need = {"train": p["batch"] * p["steps"], "val": p["batch"] * 2, "ft_train": p["ft_batch"] * p["ft_steps"],
                 "test": p["ft_batch"]}
+        names = [f"{j:08d}_000.png" for j in range(max(need.values()))]
+        for j, name in enumerate(names):
+            os.symlink(os.path.relpath(source / f"{j % p['images']:04d}.png", images), images / name)
+        labels = rng.integers(0, 2, (len(names), 14))
+        lines = [f"{n} " + " ".join(map(str, lab)) for n, lab in zip(names, labels)]
         for name, n in need.items():
-            (root / f"{name}.txt").write_text("\n".join(repeated(lines, n)) + "\n")
+            (root / f"{name}.txt").write_text("\n".join(lines[:n]) + "\n")
         for name in ("train", "val"):
             build_list_cache(images, root / f"{name}.txt", cache, p["cache_px"], workers=p["workers"],
                              progress=False, log=lambda *a: None)
