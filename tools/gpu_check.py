@@ -953,7 +953,8 @@ def write_report(report, out):
                 f"| {fmt(s.get('samples_per_s'))} | {fmt(s.get('peak_mem_gib'))} | {fmt(s.get('peak_reserved_gib'))} "
                 f"| {fmt(flops / 1e9 if flops else None)} | {s.get('precision', '-')} | {fmt(s.get('mfu'), '.1%')} "
                 f"| {fmt(s.get('data_wait_share'), '.0%')} | {res} |")
-        lines.append(f"| {e['method']} | **total** | | {'PASS' if e['ok'] else 'FAIL'} | {fmt(e.get('wall_s'), '.0f')} "
+        status = "FAIL" if not e["ok"] else ("PASS" if "wall_s" in e else "running (or stopped)")
+        lines.append(f"| {e['method']} | **total** | | {status} | {fmt(e.get('wall_s'), '.0f')} "
                      f"| {e['plan_s']} | | | | | | | | | | |")
     notes = [f"- {e['method']} {s['stage']}: {s['note']}" for e in report["methods"] for s in e["stages"]
              if s.get("note")]
