@@ -187,6 +187,17 @@ def timing_summary(rows, batch, warmup_steps=1, row_steps=None):
             "samples_per_s": steps / seconds * batch, "data_wait_share": wait / seconds}
 
 
+def kept_rows(before, after, column):
+    """How many leading rows of `after` are those of `before` (same step and `column`). Compared on these two
+    only: a CSV writer may rewrite the file with more columns when the resumed run logs new ones."""
+    n = 0
+    for old, new in zip(before, after):
+        if (old.get("step"), old.get(column)) != (new.get("step"), new.get(column)):
+            break
+        n += 1
+    return n
+
+
 def losses(rows, column):
     return [(int(float(r["step"])), _num(r, column)) for r in rows if math.isfinite(_num(r, column))]
 
@@ -865,7 +876,7 @@ class Check:
         loss_before = losses(before, stage.loss)
         rc, wall2 = run_cli(stage.command(r.resume_args), self.logs / f"{stage.name}_resumed.log", self.env, timeout)
         after = read_rows(r.csv_path)
-        new = after[len(before):] if after[:len(before)] == before else after
+        new = after[kept_rows(before, after, stage.loss):]
         loss_after = losses(new, stage.loss)
         rec.update(rc=rc, resumed_wall_s=wall2, wall_s=wall + wall2,
                    loss_before=loss_before[-1] if loss_before else None,
