@@ -161,6 +161,16 @@ def test_timing_summary_weights_steps_and_leaves_out_warm_up():
     assert gpu_check.timing_summary(per_epoch[:1], batch=8)["timed_steps"] == 1  # one row: kept, flagged by caller
 
 
+def test_rows_kept_across_a_resume_are_matched_on_step_and_loss():
+    """Lightning's CSV writer rewrites the file with more columns when the resumed run logs new ones: the rows
+    before the kill are recognised by step and loss, and the first new row is the resumed run's."""
+    before = [{"step": "0", "loss": "4.6"}, {"step": "0", "loss": ""}]
+    after = [{"step": "0", "loss": "4.6", "x": ""}, {"step": "0", "loss": "", "x": ""}, {"step": "1", "loss": "5.3"}]
+    assert gpu_check.kept_rows(before, after, "loss") == 2
+    restarted = [{"step": "0", "loss": "4.9"}, {"step": "1", "loss": "4.0"}]  # from scratch: nothing kept
+    assert gpu_check.kept_rows(before, restarted, "loss") == 0
+
+
 @pytest.mark.parametrize("name, precision, peak", [
     ("NVIDIA H100 80GB HBM3", "bf16", 989.5), ("NVIDIA H100 SXM5 80GB", "bf16", 989.5),
     ("NVIDIA H100 PCIe", "bf16", 756.5), ("NVIDIA H100 NVL", "bf16", 835.5), ("NVIDIA H100 NVL", "fp32", 60.0),
