@@ -770,9 +770,10 @@ class Check:
     """One method's check: runs its stages in order, appending a record per stage to `entry` and calling
     `save()` after each one (report.json / report.md rewritten, so a timeout keeps what finished)."""
 
-    def __init__(self, method, out, device, modes, timeout, threads, save, peak_override=None, workers=None):
+    def __init__(self, method, out, device, modes, timeout, threads, save, peak_override=None, workers=None,
+                 no_flops=False):
         self.method, self.out, self.device, self.modes = method, out, device, modes
-        self.timeout, self.save, self.peak_override = timeout, save, peak_override
+        self.timeout, self.save, self.peak_override, self.no_flops = timeout, save, peak_override, no_flops
         self.env = child_env(device, threads)
         self.logs = out / "logs" / method
         self.p = dict(profile(method, device))
@@ -816,8 +817,6 @@ class Check:
         if not self.no_flops:
             self.flops(stages)
         return self.finish(t0)
-
-    no_flops = False
 
     def finish(self, t0):
         self.entry["wall_s"] = time.perf_counter() - t0
@@ -1042,8 +1041,7 @@ def main(argv=None):
         return 2
     for method in methods:
         check = Check(method, out, args.device, modes, args.timeout, args.threads, save, args.peak_tflops,
-                      args.workers)
-        check.no_flops = args.no_flops
+                      args.workers, args.no_flops)
         report["methods"].append(check.entry)
         check.record({"stage": "preflight", "wall_s": pre["wall_s"]})
         entry = check.run()
