@@ -6,6 +6,7 @@
 #   make pretrain-dira GPUS=4 DATA=... ARGS="..."   torchrun when GPUS > 1 or NNODES > 1
 #   make pretrain-voco NNODES=2 GPUS=8 NODE_RANK=0 RDZV_ENDPOINT=host0:29400 DATA=...
 #   make export-voco DEST=../my-project         the method folder + shared/ as a standalone copy
+#   make gpu-check METHODS=dira [DEVICE=cpu]    one method's CLIs on one device, timed (under 4 min on an H100)
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
