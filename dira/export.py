@@ -18,7 +18,7 @@ if __package__ in (None, ""):  # run as a script: make `dira` and `shared` impor
 import argparse
 
 from dira.transfer import _state, to_resnet_state_dict, to_unet_state_dict
-from shared.release import MODEL_FILE, CardInfo, Release, add_release_args, finish_release, read_run
+from shared.release import MODEL_FILE, CardInfo, Release, add_release_args, cli_error, finish_release, read_run
 from shared.weights import extract_state_dict, read_checkpoint, strip_prefix
 
 UNET_FILE = "unet.safetensors"
@@ -102,7 +102,7 @@ def main(argv=None):
     try:
         release, layout = make_release(args.checkpoint, args.trusted, args.run_dir)
     except (ValueError, KeyError, RuntimeError) as err:
-        raise SystemExit(f"{args.checkpoint}: {err}") from None
+        raise cli_error(args.checkpoint, err) from None
     return finish_release(release, args.out, args.checkpoint, layout, args)
 
 

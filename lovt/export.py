@@ -22,7 +22,7 @@ import re
 import shutil
 
 from shared.checkpoint import save_atomic
-from shared.release import MODEL_FILE, CardInfo, Release, add_release_args, finish_release, read_run
+from shared.release import MODEL_FILE, CardInfo, Release, add_release_args, cli_error, finish_release, read_run
 from shared.weights import extract_state_dict, read_checkpoint
 
 # ours (model.model_a...) and the original's (model_a...) key prefixes of the ResNet layers
@@ -155,7 +155,7 @@ def main(argv=None):
     try:
         release, layout = make_release(args.checkpoint, args.trusted, args.run_dir)
     except (ValueError, KeyError, RuntimeError) as err:
-        raise SystemExit(f"{args.checkpoint}: {err}") from None
+        raise cli_error(args.checkpoint, err) from None
     return finish_release(release, args.out, args.checkpoint, layout, args)
 
 

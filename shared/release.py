@@ -530,3 +530,8 @@ def finish_release(release, out_dir, checkpoint, layout, args=None):
     out = write_release(release, out_dir)
     print(f"wrote {out}: {', '.join(sorted(p.name for p in out.iterdir() if not p.name.startswith('.')))}")
     return out
+
+
+def cli_error(checkpoint, err):
+    """SystemExit for an export that failed on `checkpoint`, naming the file once."""
+    return SystemExit(str(err) if str(checkpoint) in str(err) else f"{checkpoint}: {err}")

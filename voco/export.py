@@ -27,7 +27,7 @@ import argparse
 import json
 
 from shared.checkpoint import save_atomic
-from shared.release import MODEL_FILE, CardInfo, Release, add_release_args, finish_release, read_run
+from shared.release import MODEL_FILE, CardInfo, Release, add_release_args, cli_error, finish_release, read_run
 from shared.weights import WeightLoadError, extract_state_dict, load_pretrained, read_checkpoint, strip_prefix
 from voco.models import ENCODER_PREFIXES, encoder_keys
 
@@ -168,7 +168,7 @@ def main(argv=None):
     try:
         release, layout = make_release(args.checkpoint, args.branch, args.trusted, args.run_dir)
     except (ValueError, KeyError, RuntimeError) as err:
-        raise SystemExit(f"{args.checkpoint}: {err}") from None
+        raise cli_error(args.checkpoint, err) from None
     return finish_release(release, args.out, args.checkpoint, layout, args)
 
 

@@ -9,9 +9,10 @@ Reads our `<exp_name>.pt` / `last.pt` and the originals' released `semantic_gene
 """
 
 import argparse
+import json
 from pathlib import Path
 
-from shared.release import (MODEL_FILE, CardInfo, Release, add_release_args, build_library_model,
+from shared.release import (MODEL_FILE, CardInfo, Release, add_release_args, build_library_model, cli_error,
                             finish_release, read_run)
 from shared.weights import extract_state_dict, load_pretrained, read_checkpoint, strip_prefix
 
@@ -22,6 +23,23 @@ def _find(state, suffix):
     return next((v for k, v in state.items() if k.endswith(suffix)), None)
 
 
+def recorded_run(checkpoint, obj):
+    """The run record of a checkpoint written here: its own "run" entry (last.pt) or its folder's run record
+    (the best checkpoint keeps the original's six keys). Empty for the originals' files."""
+    if isinstance(obj, dict) and isinstance(obj.get("run"), dict):
+        return obj["run"]
+    checkpoint = Path(checkpoint)
+    for name in (f"{checkpoint.stem}.run.json", "run.json"):
+        path = checkpoint.with_name(name)
+        try:
+            record = json.loads(path.read_text()) if path.is_file() else None
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict) and record.get("method") == checkpoint.stem:
+            return record
+    return {}
+
+
 def make_release(checkpoint, card, method, trusted=False, run_dir=None):
     """(Release, layout) of a Genesis-family checkpoint; `card`: the method's CardInfo fields."""
     obj = read_checkpoint(checkpoint, trusted=trusted)
@@ -29,7 +47,7 @@ def make_release(checkpoint, card, method, trusted=False, run_dir=None):
     first = _find(full, "down_tr64.ops.0.conv1.weight")
     if first is None:
         raise ValueError("no UNet3D encoder tensors (down_tr64.ops.0.conv1.weight) in the checkpoint")
-    recorded = obj.get("run") if isinstance(obj, dict) and isinstance(obj.get("run"), dict) else {}
+    recorded = recorded_run(checkpoint, obj)
     out = _find(full, "out_tr.final_conv.weight")
     kwargs = {"n_class": int(out.shape[0]) if out is not None else 1, "width": int(first.shape[0]),
               "always_batch_stats": not recorded.get("standard_bn", False)}
@@ -37,7 +55,7 @@ def make_release(checkpoint, card, method, trusted=False, run_dir=None):
     report = load_pretrained(model, full, min_matched=0.0, verbose=False)  # module./classficationNet., heads dropped
     state = {k: v for k, v in model.state_dict().items() if k in report.matched}
     spec = {"class": UNET3D, "kwargs": kwargs, "keys_not_in_file": report.missing}
-    released = any(k.startswith(("projection_head", "prototypes")) for k in full) or not recorded
+    released = not recorded
     layout = (f"{'original' if released else 'ours'}: {Path(checkpoint).name}, "
               f"{'encoder only (exp en)' if report.missing else 'encoder-decoder'}")
     config = {"method": method, "architecture": f"UNet3D width {kwargs['width']}"
@@ -70,5 +88,5 @@ def main(argv, card, method, exp_name):
     try:
         release, layout = make_release(args.checkpoint, card, method, args.trusted, args.run_dir)
     except (ValueError, KeyError, RuntimeError) as err:
-        raise SystemExit(f"{args.checkpoint}: {err}") from None
+        raise cli_error(args.checkpoint, err) from None
     return finish_release(release, args.out, args.checkpoint, layout, args)
