@@ -294,7 +294,7 @@ def _read_json(path):
 
 
 def _metrics(path):
-    """(last step, wall seconds from the step_s column, last value of each probe_* / val_* column)."""
+    """(last step, wall seconds from the step_s column, last value of each probe / validation column)."""
     with open(path, newline="") as f:
         rows = [r for r in csv.DictReader(f) if r.get("step") not in (None, "")]
     last_step, wall, prev, scores = None, 0.0, None, {}
@@ -305,7 +305,7 @@ def _metrics(path):
             prev = step
         last_step = int(step)
         for key, value in row.items():
-            if key.startswith(("probe_", "val_")) and value not in (None, ""):
+            if key.startswith(("probe_", "val_", "probe/", "val/")) and value not in (None, ""):
                 scores[key] = float(value)
     return last_step, (wall or None), scores
 
