@@ -33,7 +33,8 @@ UNET_PARTS = ("encoder.", "decoder.", "segmentation_head.")
 
 def _state(checkpoint, trusted=False):
     obj = read_checkpoint(checkpoint, trusted=trusted) if isinstance(checkpoint, (str, Path)) else checkpoint
-    return strip_prefix(extract_state_dict(obj, "state_dict" if isinstance(obj, dict) and "state_dict" in obj else None))
+    wrapper = "state_dict" if isinstance(obj, dict) and "state_dict" in obj else None
+    return strip_prefix(extract_state_dict(obj, wrapper))
 
 
 def to_unet_state_dict(checkpoint, trusted=False):

@@ -105,8 +105,8 @@ def make_release(checkpoint, trusted=False, run_dir=None):
     recorded = {k: v for k, v in hparams.items() if isinstance(v, (dict, str, int, float, bool, list))}
     run = read_run(checkpoint, run_dir, config=recorded, steps=obj.get("global_step"))
     layout = f"{'ours' if ours else 'original'}: {Path(checkpoint).name}"
-    card = CardInfo(**{**CARD, "base_model": CARD["base_model"] if scan_encoder.get("backbone_pretrained", True) else None},
-                    run=run)
+    from_imagenet = scan_encoder.get("backbone_pretrained", True)
+    card = CardInfo(**{**CARD, "base_model": CARD["base_model"] if from_imagenet else None}, run=run)
     return Release(models={MODEL_FILE: (backbone, spec)}, ssl_state=full, config=config, card=card), layout
 
 

@@ -177,10 +177,11 @@ def load_into(model, state, keys_not_in_file=(), where="weights"):
     """Strict load of `state` into `model`, except the keys the release leaves out by design, which keep
     their values (checked: exactly those are absent, nothing unexpected, every shape equal)."""
     own = model.state_dict()
-    absent = set(own) - set(state)
-    if absent != set(keys_not_in_file) & set(own) or set(state) - set(own):
-        raise ReleaseError(f"{where}: does not fit {type(model).__name__}: missing {sorted(absent - set(keys_not_in_file))[:5]}, "
-                           f"unexpected {sorted(set(state) - set(own))[:5]} (another architecture or width?)")
+    absent, unexpected = set(own) - set(state), set(state) - set(own)
+    if absent != set(keys_not_in_file) & set(own) or unexpected:
+        raise ReleaseError(f"{where}: does not fit {type(model).__name__}: missing "
+                           f"{sorted(absent - set(keys_not_in_file))[:5]}, unexpected {sorted(unexpected)[:5]} "
+                           "(another architecture or width?)")
     try:
         model.load_state_dict({**{k: own[k] for k in absent}, **state}, strict=True)
     except RuntimeError as err:
@@ -232,7 +233,8 @@ def from_pretrained(folder, file=MODEL_FILE, map_location="cpu", verify=True):
     folder = Path(folder)
     config = read_config(folder)
     if file not in config.get("models", {}):
-        raise ReleaseError(f"{folder / file}: not a model file of this release (models: {sorted(config.get('models', {}))})")
+        raise ReleaseError(f"{folder / file}: not a model file of this release "
+                           f"(models: {sorted(config.get('models', {}))})")
     spec = config["models"][file]
     model = build_library_model(spec)
     load_into(model, read_tensors(folder, file, config, verify), spec.get("keys_not_in_file", ()), str(folder / file))
@@ -340,7 +342,7 @@ def read_run(checkpoint, run_dir=None, config=None, steps=None, provenance=None)
     info.commit, info.commit_source = ((commit, "recorded by the run") if commit else
                                        (git_commit(), "of the code that exported it (the run recorded none)"))
     metrics = sorted(folder.glob("*metrics*.csv")) if folder.is_dir() else []
-    stem_first = [m for m in metrics if checkpoint.stem in m.name] + [m for m in metrics if checkpoint.stem not in m.name]
+    stem_first = sorted(metrics, key=lambda m: checkpoint.stem not in m.name)  # a per-run log first
     if stem_first and stem_first[0].stat().st_size:
         last_step, wall, scores = _metrics(stem_first[0])
         info.steps = info.steps if info.steps is not None else last_step
@@ -395,7 +397,8 @@ PROVENANCE_SHOWN = 200
 def render_card(card, config):
     """README.md: YAML front matter from ModelCardData, then sections filled from `card.run` and `config`."""
     data = ModelCardData(license=card.license, license_name=card.license_name, license_link=card.license_link,
-                         library_name="ssl-medical", tags=sorted(set(card.tags) | {"medical-imaging", "self-supervised"}),
+                         library_name="ssl-medical",
+                         tags=sorted(set(card.tags) | {"medical-imaging", "self-supervised"}),
                          datasets=card.datasets, base_model=card.base_model)
     run = card.run
     lines = [f"# {card.method}: {config.get('architecture', '')} pre-trained weights", "",
@@ -405,8 +408,9 @@ def render_card(card, config):
     for name, spec in config["models"].items():
         lines.append(f"| `{name}` | `{spec['class']}({_kwargs(spec.get('kwargs', {}))})` weights | "
                      f"`{config['files'][name]['sha256']}` |")
-    lines.append(f"| `{SSL_FILE}` | the self-supervised state ({config['files'][SSL_FILE]['tensors']} tensors: "
-                 f"{config.get('ssl_state', {}).get('what', 'heads and all')}) | `{config['files'][SSL_FILE]['sha256']}` |")
+    ssl = config["files"][SSL_FILE]
+    lines.append(f"| `{SSL_FILE}` | the self-supervised state ({ssl['tensors']} tensors: "
+                 f"{config.get('ssl_state', {}).get('what', 'heads and all')}) | `{ssl['sha256']}` |")
     lines += ["", "## How to load", "", "```python", *load_lines(config), "```", "",
               "## Input", "", f"- channels: {config.get('in_channels')}"]
     lines += [f"- {k.replace('_', ' ')}: {v}" for k, v in config.get("input", {}).items()]
@@ -420,7 +424,8 @@ def render_card(card, config):
         lines.append("The run did not record the list of files it read.")
     lines += ["", "## Training run", "",
               f"- steps: {run.steps if run.steps is not None else 'not recorded'}",
-              f"- wall time: {f'{run.wall_time_s:.1f} s (sum of the logged step_s)' if run.wall_time_s else 'not recorded'}",
+              "- wall time: " + (f"{run.wall_time_s:.1f} s (sum of the logged step_s)" if run.wall_time_s
+                                 else "not recorded"),
               f"- commit: `{run.commit or 'unknown'}` ({run.commit_source or 'not recorded'})",
               f"- run folder: `{Path(run.folder).name if run.folder else 'unknown'}`", ""]
     if run.config:
@@ -434,7 +439,7 @@ def render_card(card, config):
     else:
         lines.append("No probe or evaluation scores were found in the run folder.")
     lines += ["", "## Intended use and limits", "", card.intended_use, "", card.limits, "",
-              f"Pre-trained on medical images: not a medical device, not validated for clinical use.", ""]
+              "Pre-trained on medical images: not a medical device, not validated for clinical use.", ""]
     model_card = ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n{{ body }}",
                                          body="\n".join(lines))
     return str(model_card)
@@ -469,7 +474,7 @@ def load_lines(config):
              *sorted({LIBRARY_IMPORTS[spec["class"]] for spec in config["models"].values()}), "",
              "model = PretrainedBackbone.from_pretrained(DIR)   # sha256-checked; the library model itself",
              f'model = torch.hub.load(REPO, "{method}_backbone", source="local", weights=DIR)']
-    for name, spec in config["models"].items():
+    for name in config["models"]:
         if name != MODEL_FILE:
             lines.append(f'model = PretrainedBackbone.from_pretrained(DIR, file="{name}")')
     for name, spec in config["models"].items():

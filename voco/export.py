@@ -11,10 +11,11 @@ optimizer object), the released VoCo_10k.pt (bare SwinUNETR keys: its ssl_state 
 and the v2 SSL_head files of Luffy03/Large-Scale-Medical (`backbone.*` encoder, `student.*` / `teacher.*`
 projection heads).
 
-An `--out` ending in .pt / .pth keeps the earlier behaviour: a single file with only the 145 encoder tensors (swinViT.*, encoder1/2/3/4/10.*) under SwinUNETR's own
-names: no `student.`/`teacher.`/`module.` prefixes, no projection head. `load_voco_encoder` puts such a
-file -- or a raw VoCo checkpoint, or the released VoCo_10k.pt -- into a SwinUNETR and fails unless
-every encoder tensor was matched (the original's strict=False loaded nothing without a word).
+An `--out` ending in .pt / .pth keeps the earlier behaviour: a single file with only the 145 encoder tensors
+(swinViT.*, encoder1/2/3/4/10.*) under SwinUNETR's own names: no `student.`/`teacher.`/`module.` prefixes, no
+projection head. `load_voco_encoder` puts such a file -- or a raw VoCo checkpoint, or the released VoCo_10k.pt --
+into a SwinUNETR and fails unless every encoder tensor was matched (the original's strict=False loaded nothing
+without a word).
 """
 
 import sys
@@ -154,7 +155,8 @@ CARD = dict(
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="VoCo checkpoint (model_*.pt, final_model.pth), VoCo_10k.pt or a v2 SSL_head file")
+    p.add_argument("checkpoint",
+                   help="VoCo checkpoint (model_*.pt, final_model.pth), VoCo_10k.pt or a v2 SSL_head file")
     p.add_argument("--branch", default="teacher", choices=["teacher", "student"],
                    help="teacher = EMA weights (the released file's loader says 'voco ema')")
     p.add_argument("--out", required=True,
@@ -183,7 +185,7 @@ def export_encoder_file(args):
     save_atomic({k: v.detach().cpu().contiguous() for k, v in state.items()}, args.out)
     print(f"wrote {args.out}: {len(state)} tensors of the {args.branch} branch "
           f"(feature_size {feature_size}); {len(report.matched)} load into SwinUNETR")
-    print(f"(to publish them with safetensors, a model card and one-line loading: --out DIR, a folder)")
+    print("(to publish them with safetensors, a model card and one-line loading: --out DIR, a folder)")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,16 @@ import argparse
 import json
 from pathlib import Path
 
-from shared.release import (MODEL_FILE, CardInfo, Release, add_release_args, build_library_model, cli_error,
-                            finish_release, read_run)
+from shared.release import (
+    MODEL_FILE,
+    CardInfo,
+    Release,
+    add_release_args,
+    build_library_model,
+    cli_error,
+    finish_release,
+    read_run,
+)
 from shared.weights import extract_state_dict, load_pretrained, read_checkpoint, strip_prefix
 
 UNET3D = "shared.unet3d.UNet3D"
@@ -43,7 +51,8 @@ def recorded_run(checkpoint, obj):
 def make_release(checkpoint, card, method, trusted=False, run_dir=None):
     """(Release, layout) of a Genesis-family checkpoint; `card`: the method's CardInfo fields."""
     obj = read_checkpoint(checkpoint, trusted=trusted)
-    full = strip_prefix(extract_state_dict(obj, "state_dict" if isinstance(obj, dict) and "state_dict" in obj else None))
+    wrapper = "state_dict" if isinstance(obj, dict) and "state_dict" in obj else None
+    full = strip_prefix(extract_state_dict(obj, wrapper))
     first = _find(full, "down_tr64.ops.0.conv1.weight")
     if first is None:
         raise ValueError("no UNet3D encoder tensors (down_tr64.ops.0.conv1.weight) in the checkpoint")
@@ -69,7 +78,7 @@ def make_release(checkpoint, card, method, trusted=False, run_dir=None):
                                       if kwargs["always_batch_stats"] else "standard BatchNorm3d (--standard_bn)"},
               "ssl_state": {"what": "the pre-training network (encoder, decoder, self-classification head)",
                             "epoch": obj.get("epoch") if isinstance(obj, dict) else None,
-                            "best_loss": float(obj["best_loss"]) if isinstance(obj, dict) and "best_loss" in obj else None}}
+                            "best_loss": float(obj["best_loss"]) if "best_loss" in obj else None}}
     data_dir = recorded.get("data_dir")
     files = sorted(str(p) for p in Path(data_dir).glob("*.npy")) if data_dir and Path(data_dir).is_dir() else None
     run = read_run(checkpoint, run_dir, config=recorded,

@@ -11,7 +11,7 @@ import torchvision
 from safetensors.torch import load_file
 
 from dira import export
-from dira.models import Discriminator, DiRAMoCo
+from dira.models import DiRAMoCo, Discriminator
 from shared.release import PretrainedBackbone, ReleaseError, read_ssl_state
 
 REPO = Path(__file__).resolve().parents[2]
@@ -107,8 +107,8 @@ def test_original_layouts_convert(dira_release, tmp_path, layout):
     else:  # mode di: torchvision ResNets as query/key encoders, MoCo queue
         di = DiRAMoCo("di", "resnet18", 16, 8, mlp=True)
         src = tmp_path / "checkpoint.pth"
-        torch.save({"epoch": 1, "arch": "resnet18", "state_dict": {"module." + k: v for k, v in di.state_dict().items()}},
-                   src)
+        state = {"module." + k: v for k, v in di.state_dict().items()}
+        torch.save({"epoch": 1, "arch": "resnet18", "state_dict": state}, src)
     out = export.main([str(src), "--out", str(tmp_path / "rel")])
     files = sorted(p.name for p in out.iterdir())
     assert ("unet.safetensors" in files) == (layout == "best_checkpoint.pth")

@@ -8,8 +8,8 @@ import pytest
 import timm
 import torch
 import torchvision
-from hydra import compose, initialize_config_dir
 from huggingface_hub import ModelCard
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 

@@ -12,8 +12,7 @@ from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
 from shared import release
-from shared.release import (CardInfo, PretrainedBackbone, Release, ReleaseError, from_pretrained, read_run,
-                            write_release)
+from shared.release import CardInfo, PretrainedBackbone, Release, ReleaseError, from_pretrained, read_run, write_release
 from shared.unet3d import UNet3D
 from shared.weights import strip_prefix
 
@@ -138,7 +137,8 @@ def test_model_card_is_valid_and_filled_from_the_run(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.json").write_text(json.dumps({"lr": 0.1, "git_commit": "abc123"}))
-    (run_dir / "metrics.csv").write_text("step,loss,step_s,probe_knn_auroc\n0,1.0,0.5,\n10,0.5,0.25,0.7\n20,0.4,0.25,0.8\n")
+    (run_dir / "metrics.csv").write_text("step,loss,step_s,probe_knn_auroc\n0,1.0,0.5,\n10,0.5,0.25,0.7\n"
+                                         "20,0.4,0.25,0.8\n")
     (run_dir / "provenance.txt").write_text("data/a.nii.gz\ndata/b.nii.gz\n")
     (run_dir / "ckpt.pt.probe.json").write_text(json.dumps({"linear_auroc": 0.75, "checkpoint": "ckpt.pt"}))
     run = read_run(run_dir / "ckpt.pt")

@@ -100,7 +100,8 @@ def test_v2_ssl_head_layout(voco_run, tmp_path):
     model, _, _ = voco_run
     heads = {f"{b}.layer{i}.0.weight": torch.rand(8, 8) for b in ("student", "teacher") for i in (1, 2)}
     backbone = {"backbone." + k: v for k, v in model.student.state_dict().items() if not k.startswith("proj_head")}
-    torch.save({"state_dict": {"module." + k: v for k, v in {**backbone, **heads}.items()}}, tmp_path / "VoCo_B_SSL_head.pt")
+    torch.save({"state_dict": {"module." + k: v for k, v in {**backbone, **heads}.items()}},
+               tmp_path / "VoCo_B_SSL_head.pt")
     out = export_main([str(tmp_path / "VoCo_B_SSL_head.pt"), "--out", str(tmp_path / "rel")])
     config = json.loads((out / "config.json").read_text())
     assert config["source"]["layout"].startswith("v2 SSL_head")
@@ -119,4 +120,5 @@ def test_original_training_checkpoint_needs_trust(voco_run, tmp_path):
     with pytest.raises(SystemExit, match="model_step3.pt: refused .* --trusted"):
         export_main([str(tmp_path / "model_step3.pt"), "--out", str(tmp_path / "rel")])
     out = export_main([str(tmp_path / "model_step3.pt"), "--trusted", "--out", str(tmp_path / "rel")])
-    assert json.loads((out / "config.json").read_text())["source"]["layout"] == "original: model_step3.pt, teacher branch"
+    layout = json.loads((out / "config.json").read_text())["source"]["layout"]
+    assert layout == "original: model_step3.pt, teacher branch"
