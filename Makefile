@@ -6,6 +6,7 @@
 #   make pretrain-dira GPUS=4 DATA=... ARGS="..."   torchrun when GPUS > 1 or NNODES > 1
 #   make pretrain-voco NNODES=2 GPUS=8 NODE_RANK=0 RDZV_ENDPOINT=host0:29400 DATA=...
 #   make export-voco DEST=../my-project         the method folder + shared/ as a standalone copy
+#   make release-voco CKPT=runs/voco/model_final_epoch.pt DEST=release/voco  the weights as a release folder
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -42,11 +43,13 @@ METHODS := semantic_genesis transvw dira voco lovt
 DEMOS :=
 BENCHES :=
 
-.PHONY: help install test test-all lint sample-data demo bench gpu-check clean $(addprefix export-,$(METHODS))
+.PHONY: help install test test-all lint sample-data demo bench gpu-check clean $(addprefix export-,$(METHODS)) \
+	$(addprefix release-,$(METHODS))
 
 help:
 	@echo "make install | test | test-all | lint | sample-data | demo | demo-<method> | bench | gpu-check [DEVICE=cpu]"
 	@echo "make pretrain-<method> GPUS=N DATA=... ARGS=\"...\" | finetune-<method> ... | export-<method> DEST=dir"
+	@echo "make release-<method> CKPT=<checkpoint> DEST=<folder> [ARGS=--trusted]"
 	@echo "methods: $(METHODS)"
 
 install: $(STAMP)
@@ -87,6 +90,12 @@ bench: $(STAMP)
 $(addprefix export-,$(METHODS)): export-%: $(STAMP)
 	@test -n "$(DEST)" || { echo "usage: make $@ DEST=<folder>"; exit 2; }
 	$(PY) -m shared.export $* $(DEST)
+
+# Weights a user loads in one line: model.safetensors, ssl_state.safetensors, config.json, README.md (model card).
+CKPT ?=
+$(addprefix release-,$(METHODS)): release-%: $(STAMP)
+	@test -n "$(CKPT)" -a -n "$(DEST)" || { echo "usage: make $@ CKPT=<checkpoint> DEST=<folder> [ARGS=--trusted]"; exit 2; }
+	$(PY) $*/export.py $(CKPT) --out $(DEST) $(ARGS)
 
 # Every method's CLI on one device (plain, torchrun, kill + resume), timed: $(RUNS)/gpu_check/report.md.
 # DEVICE=cpu runs the same code paths at tiny sizes; GPU_CHECK_ARGS="--methods dira --peak_tflops 989" etc.
