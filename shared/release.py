@@ -71,9 +71,12 @@ def plain_tensors(state):
 
 
 def save_safetensors_atomic(state, path, metadata=None):
+    """Write the tensors of `state` as safetensors; returns {"sha256", "bytes", "tensors"} of what was written."""
     from safetensors.torch import save
-    data = save(plain_tensors(state), metadata={"format": "pt", **(metadata or {})})
-    return _replace_atomic(path, lambda f: f.write(data))
+    tensors = plain_tensors(state)
+    data = save(tensors, metadata={"format": "pt", **(metadata or {})})
+    _replace_atomic(path, lambda f: f.write(data))
+    return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "tensors": len(tensors)}
 
 
 def write_text_atomic(path, text):
@@ -106,24 +109,33 @@ class Release:
 
 
 def write_release(release, out_dir):
-    """Write the folder (see the module docstring); returns its path. config.json, holding every file's
-    sha256, is written after the weights, and README.md last."""
+    """Write the folder (see the module docstring); returns its path. Each file is replaced atomically;
+    config.json, holding every file's sha256, comes after the weights (a reader in between gets a sha256
+    error, never mixed weights), README.md last."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ReleaseError(f"{out_dir}: exists and is not a folder")
-    files, models = {}, {}
-    for name, (state, spec) in release.models.items():
+    for name, (_, spec) in release.models.items():
         _check_spec(spec, name)
-        path = save_safetensors_atomic(state, out_dir / name)
-        files[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size, "tensors": len(state)}
-        models[name] = spec
-    path = save_safetensors_atomic(release.ssl_state, out_dir / SSL_FILE)
-    files[SSL_FILE] = {"sha256": sha256_file(path), "bytes": path.stat().st_size,
-                       "tensors": len(plain_tensors(release.ssl_state))}
+    previous = _listed_files(out_dir)
+    files = {name: save_safetensors_atomic(state, out_dir / name) for name, (state, _) in release.models.items()}
+    files[SSL_FILE] = save_safetensors_atomic(release.ssl_state, out_dir / SSL_FILE)
+    models = {name: spec for name, (_, spec) in release.models.items()}
     config = {"format": FORMAT, **release.config, "models": models, "files": files}
     write_text_atomic(out_dir / CONFIG_FILE, json.dumps(config, indent=2, default=str) + "\n")
     write_text_atomic(out_dir / CARD_FILE, render_card(release.card, config))
+    for name in previous - set(files):  # an earlier release's file this one does not have (e.g. unet.safetensors)
+        (out_dir / name).unlink(missing_ok=True)
     return out_dir
+
+
+def _listed_files(out_dir):
+    """The files an earlier release in `out_dir` listed in its config.json (none when there is none)."""
+    try:
+        listed = json.loads((Path(out_dir) / CONFIG_FILE).read_text()).get("files", {})
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return set()
+    return {name for name in listed if isinstance(name, str) and "/" not in name and name.endswith(".safetensors")}
 
 
 # ---------------------------------------------------------------- the library classes a release names

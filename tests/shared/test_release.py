@@ -119,6 +119,19 @@ def test_wrong_architecture_and_missing_config_are_clear_errors(tiny, tmp_path):
         from_pretrained(tmp_path)
 
 
+def test_rewriting_a_folder_drops_the_earlier_releases_files(tiny):
+    net, out = tiny
+    (out / "unet.safetensors").write_bytes(b"old")
+    config = json.loads((out / "config.json").read_text())
+    config["files"]["unet.safetensors"] = {"sha256": "0"}
+    (out / "config.json").write_text(json.dumps(config))
+    (out / "notes.txt").write_text("the user's")
+    write_release(Release(models={release.MODEL_FILE: (net.state_dict(), SPEC)}, ssl_state=net.state_dict(),
+                          config={"method": "semantic_genesis"}, card=_card()), out)
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors", "notes.txt",
+                                                     "ssl_state.safetensors"]
+
+
 def test_an_interrupted_write_keeps_the_previous_file(tmp_path):
     path = tmp_path / "model.safetensors"
     release.save_safetensors_atomic({"a": torch.zeros(2)}, path)
