@@ -51,6 +51,15 @@ def infer_arch(resnet_state):
     return arch
 
 
+def files_read(args):
+    """The images of the run's --train_list (names joined to the images folder), when the list is still there."""
+    train_list = Path(args.get("train_list") or "")
+    if not train_list.is_file():
+        return []
+    names = [line.split()[0] for line in train_list.read_text().splitlines() if line.strip()]
+    return [str(Path(args.get("data") or "") / name) for name in names]
+
+
 def ssl_state(checkpoint, obj, trusted=False):
     """Every tensor of the self-supervised model (`obj`, read from `checkpoint`), plus the discriminator of a
     D_checkpoint.pth next to a checkpoint.pth."""
@@ -88,7 +97,7 @@ def make_release(checkpoint, trusted=False, run_dir=None):
                                     + (", discriminator" if any(k.startswith("discriminator.") for k in full) else ""),
                             "epoch": obj.get("epoch") if isinstance(obj, dict) else None,
                             "method": obj.get("method", "moco") if isinstance(obj, dict) else None}}
-    run = read_run(checkpoint, run_dir, config=args)
+    run = read_run(checkpoint, run_dir, config=args, provenance=files_read(args))
     card = CardInfo(**CARD, run=run)
     return Release(models=models, ssl_state=full, config=config, card=card), layout
 

@@ -27,9 +27,11 @@ def dira_release(tmp_path_factory):
             if t.is_floating_point():  # small: the outputs of a deep net stay finite
                 t.add_(0.05 * torch.rand_like(t))
     run = tmp_path_factory.mktemp("dira_run")
+    (run / "train.txt").write_text("00000001_000.png 0 1 0 0 0 0 0 0 0 0 0 0 0 0\n00000002_000.png " + "0 " * 14 + "\n")
     torch.save({"epoch": 3, "arch": "resnet18", "mode": "dira", "method": "moco",
                 "state_dict": {"module." + k: v for k, v in model.state_dict().items()}, "optimizer": {},
-                "best_loss": torch.tensor(1.0), "args": {"arch": "resnet18", "img_size": 64, "activate": "sigmoid"}},
+                "best_loss": torch.tensor(1.0), "args": {"arch": "resnet18", "img_size": 64, "activate": "sigmoid",
+                                                         "data": "images", "train_list": str(run / "train.txt")}},
                run / "checkpoint.pth")
     disc = Discriminator(1)
     torch.save({"epoch": 3, "state_dict": {"module." + k: v for k, v in disc.state_dict().items()}},
@@ -96,6 +98,7 @@ def test_config_records_source_report_and_input(dira_release):
     assert config["models"]["unet.safetensors"]["kwargs"]["encoder_name"] == "resnet18"
     card = (out / "README.md").read_text()
     assert "steps: 5" in card and "DiRA: Discriminative, Restorative" in card
+    assert "Files read (2, " in card and "`images/00000002_000.png`" in card
 
 
 @pytest.mark.parametrize("layout", ["best_checkpoint.pth", "mode_di"])
