@@ -52,12 +52,11 @@ def infer_arch(resnet_state):
 
 
 def files_read(args):
-    """The images of the run's --train_list (names joined to the images folder), when the list is still there."""
+    """The images of the run's --train_list, as the list names them (no path of the training machine)."""
     train_list = Path(args.get("train_list") or "")
     if not train_list.is_file():
         return []
-    names = [line.split()[0] for line in train_list.read_text().splitlines() if line.strip()]
-    return [str(Path(args.get("data") or "") / name) for name in names]
+    return [f"{train_list.name}: {line.split()[0]}" for line in train_list.read_text().splitlines() if line.strip()]
 
 
 def ssl_state(checkpoint, obj, trusted=False):

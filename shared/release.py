@@ -352,7 +352,7 @@ def read_run(checkpoint, run_dir=None, config=None, steps=None, provenance=None)
             info.config = {**recorded, **info.config}
     commit = info.config.get("git_commit") or info.config.get("commit")
     info.commit, info.commit_source = ((commit, "recorded by the run") if commit else
-                                       (git_commit(), "of the code that exported it (the run recorded none)"))
+                                       (git_commit(), "the exporting code's; the run recorded none"))
     metrics = sorted(folder.glob("*metrics*.csv")) if folder.is_dir() else []
     stem_first = sorted(metrics, key=lambda m: checkpoint.stem not in m.name)  # a per-run log first
     if stem_first and stem_first[0].stat().st_size:
@@ -536,7 +536,8 @@ def finish_release(release, out_dir, checkpoint, layout, args=None):
         report = check_against_library(state, spec, f"{checkpoint} -> {name}")
         reports[name] = {"matched": len(report.matched), "of": len(report.matched) + len(report.missing),
                          "left_as_built": report.missing}
-        print(f"{name}: {report}")
+        print(f"{name}: {report}" + (f"\n  (the {len(report.missing)} missing are not pre-trained: left as the "
+                                     f"library builds them)" if report.missing else ""))
     release.config["source"] = {"checkpoint": Path(checkpoint).name, "sha256": sha256_file(checkpoint),
                                 "layout": layout, "reports": reports}
     if args is not None and args.license:

@@ -109,6 +109,8 @@ def make_release(checkpoint, branch="teacher", trusted=False, run_dir=None):
               "input": {"intensity": f"HU clipped to [{args.get('a_min', -175.0)}, {args.get('a_max', 250.0)}] and "
                                      f"scaled to [{args.get('b_min', 0.0)}, {args.get('b_max', 1.0)}]",
                         "crop_voxels": args.get("roi_x", 64),
+                        "double_input": "each crop concatenated with itself along the first spatial axis "
+                                        "(--double_input, the CVPR-era variant)" if args.get("double_input") else "no",
                         "spacing": "not resampled in pre-training (--space_x/y/z unused, as the original); "
                                    "fine-tuning resamples to 1.5 mm"},
               "ssl_state": {"what": what, "branch_in_model_file": branch,
@@ -121,17 +123,14 @@ def make_release(checkpoint, branch="teacher", trusted=False, run_dir=None):
 
 
 def files_read(args):
-    """The images of the run's decathlon lists (--json_list, --data_dir), when the lists are still there."""
+    """The images of the run's decathlon lists (--json_list), as the lists name them (relative to their data
+    root: no path of the training machine), when the lists are still there."""
     files = []
-    roots = args.get("data_dir") or []
-    for i, json_path in enumerate(args.get("json_list") or []):
+    for json_path in args.get("json_list") or []:
         path = Path(json_path)
-        if not path.is_file():
-            continue
-        spec = json.loads(path.read_text())
-        root = Path(roots[i] if i < len(roots) else path.parent)
-        for entry in spec.get("training", []):
-            files.append(str(root / (entry if isinstance(entry, str) else entry.get("image", ""))))
+        if path.is_file():
+            entries = json.loads(path.read_text()).get("training", [])
+            files += [f"{path.name}: {e if isinstance(e, str) else e.get('image', '')}" for e in entries]
     return files
 
 

@@ -80,7 +80,7 @@ def make_release(checkpoint, card, method, trusted=False, run_dir=None):
                             "epoch": obj.get("epoch") if isinstance(obj, dict) else None,
                             "best_loss": float(obj["best_loss"]) if "best_loss" in obj else None}}
     data_dir = recorded.get("data_dir")
-    files = sorted(str(p) for p in Path(data_dir).glob("*.npy")) if data_dir and Path(data_dir).is_dir() else None
+    files = sorted(p.name for p in Path(data_dir).glob("*.npy")) if data_dir and Path(data_dir).is_dir() else None
     run = read_run(checkpoint, run_dir, config=recorded,
                    steps=obj.get("global_step") if isinstance(obj, dict) else None, provenance=files)
     return Release(models={MODEL_FILE: (state, spec)}, ssl_state=full, config=config,

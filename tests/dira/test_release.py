@@ -98,7 +98,7 @@ def test_config_records_source_report_and_input(dira_release):
     assert config["models"]["unet.safetensors"]["kwargs"]["encoder_name"] == "resnet18"
     card = (out / "README.md").read_text()
     assert "steps: 5" in card and "DiRA: Discriminative, Restorative" in card
-    assert "Files read (2, " in card and "`images/00000002_000.png`" in card
+    assert "Files read (2, " in card and "`train.txt: 00000002_000.png`" in card
 
 
 @pytest.mark.parametrize("layout", ["best_checkpoint.pth", "mode_di"])

@@ -66,7 +66,7 @@ def test_release_holds_the_whole_ssl_state_and_what_it_left_out(voco_run):
     assert config["source"]["reports"]["model.safetensors"]["matched"] == 145
     assert config["ssl_state"]["global_step"] == 7 and "HU clipped to [-175.0, 250.0]" in config["input"]["intensity"]
     card = (out / "README.md").read_text()
-    assert "imagesTr/img0002.nii.gz" in card and "steps: 7" in card
+    assert "`btcv.json: imagesTr/img0002.nii.gz`" in card and "steps: 7" in card
 
 
 def test_student_branch_and_old_pt_output(voco_run, tmp_path):
