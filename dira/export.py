@@ -109,9 +109,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         release, layout = make_release(args.checkpoint, args.trusted, args.run_dir)
-    except (ValueError, KeyError, RuntimeError) as err:
+        return finish_release(release, args.out, args.checkpoint, layout, args)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
         raise cli_error(args.checkpoint, err) from None
-    return finish_release(release, args.out, args.checkpoint, layout, args)
 
 
 if __name__ == "__main__":

@@ -168,9 +168,9 @@ def main(argv=None):
         return export_encoder_file(args)
     try:
         release, layout = make_release(args.checkpoint, args.branch, args.trusted, args.run_dir)
-    except (ValueError, KeyError, RuntimeError) as err:
+        return finish_release(release, args.out, args.checkpoint, layout, args)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
         raise cli_error(args.checkpoint, err) from None
-    return finish_release(release, args.out, args.checkpoint, layout, args)
 
 
 def export_encoder_file(args):

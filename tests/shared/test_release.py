@@ -186,3 +186,15 @@ def test_run_without_records_says_so(tmp_path):
 def test_strip_prefix_is_the_one_module_helper():
     assert strip_prefix({"module.a": 1, "b": 2, "x.module.c": 3}) == {"a": 1, "b": 2, "x.module.c": 3}
     assert strip_prefix({"backbone.a": 1}, "backbone.") == {"a": 1}
+
+
+@pytest.mark.parametrize("method", ["semantic_genesis", "transvw", "dira", "voco", "lovt"])
+def test_every_export_names_a_bad_checkpoint(method, tmp_path):
+    import importlib
+    export = importlib.import_module(f"{method}.export")
+    torch.save({"state_dict": UNet3D(width=2).state_dict()}, tmp_path / "ckpt.pt")
+    (tmp_path / "truncated.pt").write_bytes((tmp_path / "ckpt.pt").read_bytes()[:300])
+    for name, what in (("truncated.pt", "not a readable checkpoint"), ("absent.pt", "not found")):
+        with pytest.raises(SystemExit, match=f"{name}.*{what}|{what}.*{name}"):
+            export.main([str(tmp_path / name), "--out", str(tmp_path / "rel")])
+    assert not (tmp_path / "rel").exists()
