@@ -35,6 +35,7 @@ MODEL_FILE = "model.safetensors"
 SSL_FILE = "ssl_state.safetensors"
 CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
+PROVENANCE_FILE = "provenance.txt"
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -120,6 +121,11 @@ def write_release(release, out_dir):
     previous = _listed_files(out_dir)
     files = {name: save_safetensors_atomic(state, out_dir / name) for name, (state, _) in release.models.items()}
     files[SSL_FILE] = save_safetensors_atomic(release.ssl_state, out_dir / SSL_FILE)
+    if release.card.run.provenance:  # the whole list (the card shows the first PROVENANCE_SHOWN)
+        text = "".join(f"{line}\n" for line in release.card.run.provenance).encode("utf-8")
+        _replace_atomic(out_dir / PROVENANCE_FILE, lambda f: f.write(text))
+        files[PROVENANCE_FILE] = {"sha256": hashlib.sha256(text).hexdigest(), "bytes": len(text),
+                                  "lines": len(release.card.run.provenance)}
     models = {name: spec for name, (_, spec) in release.models.items()}
     config = {"format": FORMAT, **release.config, "models": models, "files": files}
     write_text_atomic(out_dir / CONFIG_FILE, json.dumps(config, indent=2, default=str) + "\n")
@@ -135,7 +141,8 @@ def _listed_files(out_dir):
         listed = json.loads((Path(out_dir) / CONFIG_FILE).read_text()).get("files", {})
     except (OSError, json.JSONDecodeError, AttributeError):
         return set()
-    return {name for name in listed if isinstance(name, str) and "/" not in name and name.endswith(".safetensors")}
+    return {name for name in listed if isinstance(name, str) and "/" not in name
+            and (name.endswith(".safetensors") or name == PROVENANCE_FILE)}
 
 
 # ---------------------------------------------------------------- the library classes a release names
@@ -428,7 +435,8 @@ def render_card(card, config):
     lines += [f"- {k.replace('_', ' ')}: {v}" for k, v in config.get("input", {}).items()]
     lines += ["", "## Training data", "", card.training_data, ""]
     if run.provenance:
-        lines += [f"Files read ({len(run.provenance)}, from {run.provenance_source}):", ""]
+        lines += [f"Files read ({len(run.provenance)}, from {run.provenance_source}; all of them in "
+                  f"`{PROVENANCE_FILE}`):", ""]
         lines += [f"- `{p}`" for p in run.provenance[:PROVENANCE_SHOWN]]
         if len(run.provenance) > PROVENANCE_SHOWN:
             lines.append(f"- ... and {len(run.provenance) - PROVENANCE_SHOWN} more")

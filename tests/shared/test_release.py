@@ -163,6 +163,9 @@ def test_model_card_is_valid_and_filled_from_the_run(tmp_path):
                                 config={"method": "transvw", "architecture": "UNet3D", "in_channels": 1,
                                         "input": {"intensity": "HU [-1000, 1000] -> [0, 1]"}},
                                 card=_card(run, base_model="org/base")), tmp_path / "rel")
+    assert (out / "provenance.txt").read_text() == "data/a.nii.gz\ndata/b.nii.gz\n"
+    config = json.loads((out / "config.json").read_text())
+    assert config["files"]["provenance.txt"]["sha256"] == release.sha256_file(out / "provenance.txt")
     card = ModelCard.load(out / "README.md")
     assert card.data.license == "apache-2.0" and card.data.library_name == "ssl-medical"
     assert card.data.datasets == ["LUNA16"] and card.data.base_model == "org/base"
