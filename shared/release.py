@@ -152,14 +152,14 @@ def _torchvision_resnet(arch="resnet50", **kwargs):
     import torchvision
     if arch not in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
         raise ReleaseError(f"unsupported torchvision arch {arch!r}")
-    model = getattr(torchvision.models, arch)(weights=None, **kwargs)
+    model = getattr(torchvision.models, arch)(**{**kwargs, "weights": None})  # never a download
     model.fc = torch.nn.Identity()
     return model
 
 
 def _smp_unet(**kwargs):
     import segmentation_models_pytorch as smp
-    return smp.Unet(**{"encoder_weights": None, **kwargs})
+    return smp.Unet(**{**kwargs, "encoder_weights": None})  # never a download: the release has the weights
 
 
 def _monai_swinunetr(**kwargs):
