@@ -7,6 +7,7 @@
 #   make pretrain-voco NNODES=2 GPUS=8 NODE_RANK=0 RDZV_ENDPOINT=host0:29400 DATA=...
 #   make export-voco DEST=../my-project         the method folder + shared/ as a standalone copy
 #   make gpu-check METHODS=dira [DEVICE=cpu]    one method's CLIs on one device, timed (under 4 min on an H100)
+#   make release-voco CKPT=runs/voco/model_final_epoch.pt DEST=release/voco  the weights as a release folder
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -44,11 +45,13 @@ ALL_METHODS := $(shell $(PYTHON) shared/methods.py)
 DEMOS :=
 BENCHES :=
 
-.PHONY: help install test test-all lint sample-data demo bench gpu-check clean $(addprefix export-,$(ALL_METHODS))
+.PHONY: help install test test-all lint sample-data demo bench gpu-check clean $(addprefix export-,$(ALL_METHODS)) \
+	$(addprefix release-,$(ALL_METHODS))
 
 help:
 	@echo "make install | test | test-all | lint | sample-data | demo | demo-<method> | bench | gpu-check METHODS=<m>[,<m>] [DEVICE=cpu]"
 	@echo "make pretrain-<method> GPUS=N DATA=... ARGS=\"...\" | finetune-<method> ... | export-<method> DEST=dir"
+	@echo "make release-<method> CKPT=<checkpoint> DEST=<folder> [ARGS=--trusted]"
 	@echo "methods: $(ALL_METHODS)"
 
 install: $(STAMP)
@@ -89,6 +92,12 @@ bench: $(STAMP)
 $(addprefix export-,$(ALL_METHODS)): export-%: $(STAMP)
 	@test -n "$(DEST)" || { echo "usage: make $@ DEST=<folder>"; exit 2; }
 	$(PY) -m shared.export $* $(DEST)
+
+# Weights a user loads in one line: model.safetensors, ssl_state.safetensors, config.json, README.md (model card).
+CKPT ?=
+$(addprefix release-,$(ALL_METHODS)): release-%: $(STAMP)
+	@test -n "$(CKPT)" -a -n "$(DEST)" || { echo "usage: make $@ CKPT=<checkpoint> DEST=<folder> [ARGS=--trusted]"; exit 2; }
+	$(PY) $*/export.py $(CKPT) --out $(DEST) $(ARGS)
 
 # One method's CLIs on one device (plain + kill/resume), timed, planned to take under 4 minutes on one H100:
 #   make gpu-check METHODS=dira            ->  $(RUNS)/gpu_check/report.md (rewritten after every stage)

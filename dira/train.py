@@ -33,6 +33,7 @@ from shared.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_s
 from shared.distributed import init_distributed, seed_everything
 from shared.runfolder import set_metrics_aside, setting_differences
 from shared.runlog import RunLogger, drop_rows_after, save_image_grid
+from shared.weights import strip_prefix
 
 METHOD_DEFAULTS = {  # (--lr, --wd) where they are not given: each method's own paper
     "moco": (0.03, 1e-4),          # DiRA / MoCo v2
@@ -160,15 +161,11 @@ def build_optimizer(model, args, batch_size):
     return Lars(groups, lr=args.lr * scale, momentum=args.momentum)
 
 
-def strip_module(state_dict):
-    return {k.replace("module.", "", 1) if k.startswith("module.") else k: v for k, v in state_dict.items()}
-
-
 def load_generator_weights(model, path):
     """Stage 2: the stage-1 checkpoint.pth's full state dict, strictly (queue and key encoder too)."""
     print(f"Loading pre-trained weights for generator from {path}")
     ckpt = load_checkpoint(path)
-    state = strip_module(ckpt.get("state_dict", ckpt))
+    state = strip_prefix(ckpt.get("state_dict", ckpt))
     advice = ("stage 2 needs the stage-1 checkpoint.pth made with the same --arch, --mlp, --moco-k, --moco-dim "
               "and --method (best_checkpoint.pth holds only the U-Net)")
     try:
@@ -360,7 +357,7 @@ def train_process(rank, world_size, device, per_node, args):
     start_epoch = args.start_epoch
     if ckpt is not None:
         try:
-            model_without_ddp.load_state_dict(strip_module(ckpt["state_dict"]))
+            model_without_ddp.load_state_dict(strip_prefix(ckpt["state_dict"]))
             opt_g.load_state_dict(ckpt["optimizer"])
         except (RuntimeError, ValueError, KeyError) as e:
             raise SystemExit(f"--resume refused: {args.resume} does not fit this model (-a {args.arch}, --mode "
@@ -373,7 +370,7 @@ def train_process(rank, world_size, device, per_node, args):
             d_path = Path(args.resume).with_name("D_checkpoint.pth")
             if d_path.is_file():
                 d_ckpt = load_checkpoint(d_path)
-                disc_without_ddp.load_state_dict(strip_module(d_ckpt["state_dict"]))
+                disc_without_ddp.load_state_dict(strip_prefix(d_ckpt["state_dict"]))
                 opt_d.load_state_dict(d_ckpt["optimizer"])
                 if "scaler" in d_ckpt:
                     scaler_d.load_state_dict(d_ckpt["scaler"])

@@ -7,6 +7,10 @@ load nothing from `checkpoint.pth`; these converters select the query U-Net expl
 
     python dira/transfer.py checkpoint/DiRA_moco/dira/checkpoint.pth --to resnet --out resnet50_dira.pth
     python dira/transfer.py checkpoint/DiRA_moco/dira/best_checkpoint.pth --to unet --out unet_dira.pth
+
+To publish weights (safetensors, model card, one-line loading), use `python dira/export.py <checkpoint> --out DIR`
+instead: its model.safetensors is this file's `--to resnet` output and its unet.safetensors the `--to unet` one
+(with the head); this command stays for the single-file .pth the fine-tuning recipes read.
 """
 
 import sys
@@ -22,15 +26,15 @@ import torch
 import torchvision
 
 from shared.checkpoint import save_atomic
-from shared.weights import WeightLoadError, extract_state_dict, load_pretrained, read_checkpoint
+from shared.weights import WeightLoadError, extract_state_dict, load_pretrained, read_checkpoint, strip_prefix
 
 UNET_PARTS = ("encoder.", "decoder.", "segmentation_head.")
 
 
 def _state(checkpoint, trusted=False):
     obj = read_checkpoint(checkpoint, trusted=trusted) if isinstance(checkpoint, (str, Path)) else checkpoint
-    sd = extract_state_dict(obj, "state_dict" if isinstance(obj, dict) and "state_dict" in obj else None)
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+    wrapper = "state_dict" if isinstance(obj, dict) and "state_dict" in obj else None
+    return strip_prefix(extract_state_dict(obj, wrapper))
 
 
 def to_unet_state_dict(checkpoint, trusted=False):
@@ -123,6 +127,8 @@ def main(argv=None):
     save_atomic(state, args.out)
     print(f"matched {len(report.matched)}/{len(report.matched) + len(report.missing)} tensors; "
           f"wrote {len(state)} tensors to {args.out}")
+    print("(to publish these weights with safetensors, a model card and one-line loading: "
+          f"python dira/export.py {args.checkpoint} --out DIR)")
     return report
 
 

@@ -15,6 +15,7 @@ demo, bench  the `make demo` summary rows and `make bench` records
 image_cache  decode-once cache of 2D image sets: one memory-mapped uint8 file plus an index, keyed by settings
 augment2d    batched torchvision-equivalent 2D augmentation with per-sample parameters (GPU or loader workers)
 export       `make export-<method>`: a method folder plus shared/ as a standalone copy
+release      weights release folders: safetensors + config.json + model card, one-line loading, sha256 checks
 sample_data  the seeded sample datasets in the originals' on-disk layouts
 genesis      the engine Semantic Genesis and TransVW share (self-discovery, restoration, pre-training,
              fine-tuning): one method family, its own room

@@ -3,7 +3,8 @@
     python -m shared.export <method> <dest>        (what `make export-<method> DEST=<dest>` runs)
 
 The copy holds <method>/, shared/, tests/<method>/ with the test fixtures, a requirements.txt (the
-method's and shared/'s needs), the tested pins as constraints.txt, pytest settings and INSTALL.md.
+method's and shared/'s needs), the tested pins as constraints.txt, pytest settings, hubconf.py (torch.hub
+entries for release folders) and INSTALL.md.
 """
 
 import argparse
@@ -69,6 +70,7 @@ def export(method, dest):
     if method in GENESIS_FAMILY:
         shutil.copytree(REPO / "tests" / "shared" / "genesis", dest / "tests" / "shared" / "genesis", ignore=_IGNORE)
     shutil.copy2(REPO / "tests" / "conftest.py", dest / "tests" / "conftest.py")
+    shutil.copy2(REPO / "hubconf.py", dest / "hubconf.py")  # torch.hub.load(<copy>, "<method>_backbone", ...)
     requirements = []
     for line in _requirement_lines(REPO / "shared" / "requirements.txt") + \
             _requirement_lines(src / "requirements.txt") + ["pytest"]:

@@ -108,6 +108,11 @@ def extract_state_dict(obj, wrapper=None):
                           f"(top-level keys: {list(obj)[:10] if isinstance(obj, dict) else type(obj)})")
 
 
+def strip_prefix(state_dict, prefix="module."):
+    """The same dict with `prefix` removed from the keys that start with it (DataParallel/DDP's `module.`)."""
+    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state_dict.items()}
+
+
 def _dropped(key, drop):
     return any(fnmatch.fnmatchcase(part, pattern) for part in key.split(".") for pattern in drop)
 
@@ -132,11 +137,8 @@ def map_state_dict(state_dict, target_state, *, branch=None, prefixes=DEFAULT_PR
     report = LoadReport()
     if branch is not None:
         branch = branch.rstrip(".") + "."
-        kept = {}
-        for key, value in state_dict.items():
-            bare = key[len("module."):] if key.startswith("module.") else key
-            if bare.startswith(branch):
-                kept[bare[len(branch):]] = value
+        kept = {key[len(branch):]: value for key, value in strip_prefix(state_dict).items()
+                if key.startswith(branch)}
         if not kept:
             raise WeightLoadError(f"no checkpoint key starts with {branch!r}")
         state_dict = kept

@@ -9,6 +9,7 @@ restoration     the four Models Genesis transforms and the elastic warp, batched
 data            pattern files -> (corrupted, original, class) batches
 pretrain        the pre-training loop (YNet3D: restoration + classification), its CLI and checkpoints
 finetune        classification and segmentation fine-tuning on LUNA16 nodule cubes
+release         the weights release folder of a checkpoint (shared/release.py), for both export.py
 demo, bench     `make demo-<method>` and `make bench-<method>`
 genesis.mk      the make targets both methods share
 """

@@ -54,6 +54,7 @@ def test_exported_copy_runs_on_its_own(method, tmp_path):
     dest = export(method, tmp_path / "copy")
     assert (dest / method / "train.py").is_file() and (dest / "shared" / "unet3d.py").is_file()
     assert (dest / "INSTALL.md").is_file() and (dest / "constraints.txt").is_file()
+    assert (dest / "hubconf.py").is_file() and (dest / method / "export.py").is_file()  # release folders load
     assert "pytest" in (dest / "requirements.txt").read_text()
     genesis_family = method in ("semantic_genesis", "transvw")
     assert (dest / "shared" / "genesis" / "pretrain.py").is_file() == genesis_family
