@@ -92,7 +92,7 @@ def run_demo(method, exp_name, pretrain_main, finetune_mains, argv=None):
         "--width", str(args.width), "--nb_epoch", str(args.pretrain_epochs), "--lr", str(args.pretrain_lr),
         "--seed", str(args.seed), "--n_images", "2"])
     weights = out / "pretrain" / "en_de" / f"{exp_name}.pt"
-    loss_csv = out / "pretrain" / "en_de" / "metrics.csv"
+    loss_csv = out / "pretrain" / "en_de" / f"{exp_name}.metrics.csv"
     print(f"pre-training: {summary['steps']} steps, best val loss {summary['best_loss']:.4f} "
           f"({time.time() - start:.0f}s)")
 

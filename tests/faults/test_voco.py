@@ -126,12 +126,12 @@ def steps_logged(csv_path):
 def test_kill_resume_between_checkpoints_gives_the_uninterrupted_weights(btcv, full_run, killed_in_save, tmp_path):
     logdir = tmp_path / "run"
     shutil.copytree(killed_in_save, logdir)
-    assert steps_logged(logdir / "metrics.csv") == [1, 2]  # step 2 was logged after the step-1 checkpoint
+    assert steps_logged(logdir / "voco_pretrain.metrics.csv") == [1, 2]  # step 2 was logged after the step-1 checkpoint
     train.main(pretrain_argv(btcv, logdir, 2, "--resume", str(logdir / "model_current_epoch.pt")))
     a = torch.load(full_run / "final_model.pth", weights_only=True)
     b = torch.load(logdir / "final_model.pth", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert steps_logged(logdir / "metrics.csv") == [1, 2]  # step 2 once
+    assert steps_logged(logdir / "voco_pretrain.metrics.csv") == [1, 2]  # step 2 once
 
 
 def test_kill_during_save_keeps_the_previous_checkpoint(killed_in_save):

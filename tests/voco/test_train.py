@@ -65,8 +65,8 @@ def test_pretrain_resume_equals_uninterrupted_then_finetune(btcv_root, small_jso
     state = _pretrain(btcv_root, tmp_path / "full", *cache)
     assert state == {"global_step": 3, "epoch": 0, "batch_in_pass": 3}
     full = tmp_path / "full"
-    assert (full / "crops.png").stat().st_size > 0 and (full / "loss.png").exists()
-    rows = list(csv.DictReader(open(full / "metrics.csv")))
+    assert (full / "voco_pretrain.crops.png").stat().st_size > 0 and (full / "voco_pretrain.loss.png").exists()
+    rows = list(csv.DictReader(open(full / "voco_pretrain.metrics.csv")))
     assert [int(r["step"]) for r in rows] == [1, 2, 3]
     assert all(math.isfinite(float(r["loss"])) for r in rows)
     # a fresh process state, resumed from the step-2 checkpoint, ends bit-identical
@@ -94,7 +94,7 @@ def test_pretrain_resume_equals_uninterrupted_then_finetune(btcv_root, small_jso
     saved = json.loads((out / "results.json").read_text())
     assert saved["mean_dice"] == result["mean_dice"] and len(saved["per_case"]) == 1
     assert "| **mean** |" in (out / "results.md").read_text()
-    assert (out / "predictions.png").stat().st_size > 0
+    assert (out / "voco_finetune.predictions.png").stat().st_size > 0
     ft = torch.load(out / "model.pt", weights_only=True)
     assert ft["epoch"] == 1 and "optimizer" in ft and "scheduler" in ft
     # the encoder started from the teacher branch and was trained (a zero LR would leave it equal)
@@ -111,6 +111,6 @@ def test_torchrun_two_processes_cpu(btcv_root, tmp_path):
            str(btcv_root / "btcv.json"), "--batch_size", "1", "--num_steps", "2", "--warmup_steps", "0",
            "--eval_num", "1", "--save_every", "0", "--workers", "0", *TINY_MODEL, *TINY_GEOMETRY]
     subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    rows = list(csv.DictReader(open(tmp_path / "ddp" / "metrics.csv")))
+    rows = list(csv.DictReader(open(tmp_path / "ddp" / "voco_pretrain.metrics.csv")))
     assert [int(r["step"]) for r in rows] == [1, 2]
     assert len(torch.load(tmp_path / "ddp" / "final_model.pth", weights_only=True)) == 302

@@ -251,7 +251,7 @@ def test_autoencoder_loss_falls_and_resume_is_exact(tmp_path):
     kw = dict(arch="Unet", width=2, input_shape=(16, 16, 8), batch_size=2, lr=1e-2, seed=3, progress=False,
               tensorboard=False)
     best = train_autoencoder(data, tmp_path / "full", nb_epoch=6, **kw)
-    metrics = pd.read_csv(tmp_path / "full" / "metrics.csv")
+    metrics = pd.read_csv(tmp_path / "full" / "Unet_autoencoder.metrics.csv")
     assert len(metrics) == 6 and metrics.loss.iloc[-1] < metrics.loss.iloc[0]
     ckpt = torch.load(best, weights_only=True)
     assert ckpt["config"] == {"arch": "Unet", "width": 2, "input_shape": [16, 16, 8]}
@@ -261,7 +261,7 @@ def test_autoencoder_loss_falls_and_resume_is_exact(tmp_path):
     b = torch.load(tmp_path / "part" / "Unet_autoencoder_last.pt", weights_only=True)["state_dict"]
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
-    assert len(pd.read_csv(tmp_path / "part" / "metrics.csv")) == 6
+    assert len(pd.read_csv(tmp_path / "part" / "Unet_autoencoder.metrics.csv")) == 6
 
 
 def test_features_are_per_patient_and_skip_unreadable(tmp_path):
