@@ -81,8 +81,10 @@ def test_pretrain_resume_equals_uninterrupted_then_finetune(btcv_root, small_jso
     step1 = torch.load(full / "model_step1.pt", weights_only=True)["state_dict"]
     assert any(not torch.equal(step1[k], a[k]) for k in a if k.startswith("teacher."))  # EMA moved
 
-    # BTCV-style fine-tuning from the raw pre-training checkpoint, one tiny epoch, Dice reported
-    out = tmp_path / "ft"
+    # BTCV-style fine-tuning from the raw pre-training checkpoint, one tiny epoch, Dice reported; in the same
+    # --logdir (both scripts default to logs/): the pre-training's files stay as they were
+    out = full
+    pretraining = {p: p.read_bytes() for p in sorted(full.glob("voco_pretrain.*"))}
     result = finetune.main([
         "--data_dir", str(btcv_root), "--json_list", str(small_json), "--cache_dir", str(tmp_path / "ftc"),
         "--logdir", str(out), "--pretrained_checkpoint", str(full / "model_final_epoch.pt"),
@@ -95,6 +97,8 @@ def test_pretrain_resume_equals_uninterrupted_then_finetune(btcv_root, small_jso
     assert saved["mean_dice"] == result["mean_dice"] and len(saved["per_case"]) == 1
     assert "| **mean** |" in (out / "results.md").read_text()
     assert (out / "voco_finetune.predictions.png").stat().st_size > 0
+    assert {p: p.read_bytes() for p in sorted(full.glob("voco_pretrain.*"))} == pretraining
+    assert (out / "voco_finetune.run.json").is_file() and (out / "voco_finetune.metrics.csv").is_file()
     ft = torch.load(out / "model.pt", weights_only=True)
     assert ft["epoch"] == 1 and "optimizer" in ft and "scheduler" in ft
     # the encoder started from the teacher branch and was trained (a zero LR would leave it equal)
