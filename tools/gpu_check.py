@@ -327,18 +327,19 @@ def genesis_stages(method, run, data, p, device):
     def train(out, steps):
         return common + ["--output_dir", str(out), "--max_steps", str(steps), "--exp_name", name]
 
-    pre = Stage("pretrain", f"{method}/train.py", train(run / "pretrain", p["steps"]), exp_dir / "metrics.csv",
+    pre = Stage("pretrain", f"{method}/train.py", train(run / "pretrain", p["steps"]), exp_dir / f"{name}.metrics.csv",
                 p["batch"], "train_loss", flops=("genesis_pretrain", p))
     pre.variants = {"torchrun": train(run / "pretrain_torchrun", max(2, p["steps"] // 2))}
-    pre.resume = Resume(run / "pretrain_resume" / "en_de" / "last.pt",
+    pre.resume = Resume(run / "pretrain_resume" / "en_de" / f"{name}.last.pt",
                         train(run / "pretrain_resume", 100000),
                         train(run / "pretrain_resume", p["steps"]) + ["--resume"])
-    pre.resume_csv = run / "pretrain_resume" / "en_de" / "metrics.csv"
+    pre.resume_csv = run / "pretrain_resume" / "en_de" / f"{name}.metrics.csv"
     ft_args = ["--data_dir", str(cubes), "--weights", str(exp_dir / f"{name}.pt"), "--width", str(p["width"]),
                "--batch_size", str(p["ft_batch"]), "--nb_epoch", "2", "--input_rows", str(p["cube"][0]),
                "--input_cols", str(p["cube"][1]), "--input_deps", str(p["cube"][2]), "--device", device, *amp]
     ft = Stage("finetune_segmentation", f"{method}/finetune_segmentation.py",
-               ft_args + ["--output_dir", str(run / "finetune")], run / "finetune" / "metrics.csv", p["ft_batch"],
+               ft_args + ["--output_dir", str(run / "finetune")], run / "finetune" / f"{name}_segmentation.metrics.csv",
+               p["ft_batch"],
                "train_loss", flops=("genesis_finetune", p))
     ft.variants = {"torchrun": ft_args + ["--output_dir", str(run / "finetune_torchrun")]}
     return [pre, ft]
@@ -397,13 +398,13 @@ def voco_stages(run, data, p, device):
                          "--save_every", "0"]
 
     pre = Stage("pretrain", "voco/train.py", train(run / "pretrain", p["steps"], p["steps"]),
-                run / "pretrain" / "metrics.csv", p["batch"], "loss", flops=("voco_pretrain", p))
+                run / "pretrain" / "voco_pretrain.metrics.csv", p["batch"], "loss", flops=("voco_pretrain", p))
     pre.variants = {"torchrun": train(run / "pretrain_torchrun", max(2, p["steps"] // 2), p["steps"])}
     every = max(2, p["steps"] // 2)
     ckpt = run / "pretrain_resume" / "model_current_epoch.pt"
     pre.resume = Resume(ckpt, train(run / "pretrain_resume", 100000, every),
                         train(run / "pretrain_resume", every + p["steps"], every) + ["--resume", str(ckpt)])
-    pre.resume_csv = run / "pretrain_resume" / "metrics.csv"
+    pre.resume_csv = run / "pretrain_resume" / "voco_pretrain.metrics.csv"
     r = str(p["ft_roi"])
     ft_args = ["--data_dir", str(btcv), "--json_list", "dataset_0.json", "--pretrained_checkpoint",
                str(run / "pretrain" / "model_final_epoch.pt"), "--feature_size", str(p["feature"]),
@@ -413,7 +414,7 @@ def voco_stages(run, data, p, device):
                "--noamp", "False", "--amp_dtype", "bfloat16", "--infer_overlap", "0.5"]
     ft = Stage("finetune_btcv", "voco/finetune.py",
                ft_args + ["--logdir", str(run / "finetune"), "--cache_dir", str(run / "cache_ft")],
-               run / "finetune" / "metrics.csv", p["ft_sw"], "train_loss", flops=("voco_finetune", p))
+               run / "finetune" / "voco_finetune.metrics.csv", p["ft_sw"], "train_loss", flops=("voco_finetune", p))
     ft.variants = {"torchrun": ft_args + ["--logdir", str(run / "finetune_torchrun"),
                                           "--cache_dir", str(run / "cache_ft_torchrun")]}
     return [pre, ft]

@@ -80,7 +80,7 @@ def run_demo(method, exp_name, pretrain_main, finetune_mains, argv=None):
     if not luna.is_dir():
         generate(args.sample, seed=0, only=["luna16"])
     out = Path(args.runs) / "demo" / method
-    for old in [out / "pretrain", *out.glob("finetune_*")]:  # a demo is a fresh run (a folder holds one run)
+    for old in [out / "pretrain", *out.glob("finetune_*")]:  # a demo is a fresh run: no earlier settings to clash with
         shutil.rmtree(old, ignore_errors=True)
     found = run_self_discovery(luna, out / "self_discovery", nb_classes=args.classes, nb_instances=6,
                                nb_instances_val=2, cube=CUBE, seed=args.seed)

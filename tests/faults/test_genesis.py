@@ -45,8 +45,8 @@ OUTCOMES = {
     "nonfinite_input": "NaN/inf in pattern cubes, fine-tuning arrays or a CT scan: refused naming the file "
                        "(scan skipped and counted)",
     "wrong_ndim": "cubes that are not N x X x Y x Z: error naming the file and its shape",
-    "run_folder_clash": "both methods (or two --exp_name) run side by side in Checkpoints/en_de, each file "
-                        "named after its run; the same --exp_name with other settings is refused naming them",
+    "run_folder_clash": "both methods, or two --exp_name, share Checkpoints/en_de (files named per run); "
+                        "the same --exp_name with other settings: refused naming them",
     "nonfinite_loss": "injected NaN loss: stops with NonFiniteLossError naming the step; checkpoints before it "
                       "intact",
     "wrong_checkpoint": "wrong-size checkpoint to --resume / --pre_path / --weights: error naming the file",

@@ -26,8 +26,8 @@ OUTCOMES = {
                     "and its size, no torch internals",
     "missing_file": "FileNotFoundError naming the checkpoint",
     "empty_data": "a checkpoint without tensors: WeightLoadError saying so",
-    "run_folder_clash": "runs share a folder under their own names; <name>.run.json of other settings: "
-                        "RunFolderClash naming each difference; a fresh start moves <name>.metrics.csv aside",
+    "run_folder_clash": "runs share a folder, files named per run; the same name with other settings: "
+                        "RunFolderClash naming each; a fresh start sets <name>.metrics.csv aside",
     "wrong_checkpoint": "wrong shapes: CheckpointError naming the file; a pickled file is refused with the "
                         "trusted=True / --trusted opt-in, no colour codes, no weights_only=False advice",
 }

@@ -42,8 +42,8 @@ OUTCOMES = {
                          "validation skips and reports the case, never substitutes another",
     "nonfinite_input": "NaN/inf voxels: refused naming the file (skipped and counted in long runs), not cast to 0",
     "wrong_ndim": "a 2-D image or label: error naming the file",
-    "run_folder_clash": "pre-training and fine-tuning share --logdir (voco_pretrain.*, voco_finetune.*); the "
-                        "same stage with other settings: refused naming them; its logs untouched",
+    "run_folder_clash": "pre-training and fine-tuning share --logdir (files named per stage); one "
+                        "stage with other settings: refused naming them, its logs untouched",
     "nonfinite_loss": "injected NaN loss: stops with NonFiniteLossError naming the step",
     "wrong_checkpoint": "wrong-size checkpoint to --resume / --pretrained_checkpoint / --checkpoint: error "
                         "naming the file",
