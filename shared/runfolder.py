@@ -77,30 +77,42 @@ def _clash(run_dir, what, recorded, diff, flag):
 
 
 def migrate_legacy_run(run_dir, name):
-    """Rename the folder-wide files of the earlier layout to run `name`'s; returns the new paths."""
+    """Rename the folder-wide files of the earlier layout to run `name`'s; returns the new paths. The record
+    goes last: a migration cut short is finished by the next start, and a rank that reads the new record
+    finds the run's files under their new names."""
     run_dir, moved = Path(run_dir), []
-    files = [LEGACY_RECORD, *LEGACY_FILES, *(p.name for p in sorted(run_dir.glob("metrics.*.csv")))]
-    for file in files:
-        if (run_dir / file).is_file() and not run_file(run_dir, name, file).exists():
-            moved.append((run_dir / file).rename(run_file(run_dir, name, file)))
     for folder in LEGACY_FOLDERS:
         loose = [p for p in sorted((run_dir / folder).glob("*")) if p.is_file()]
         if loose:
             (run_dir / folder / name).mkdir(parents=True, exist_ok=True)
             moved += [p.rename(run_dir / folder / name / p.name) for p in loose]
+    files = [*LEGACY_FILES, *(p.name for p in sorted(run_dir.glob("metrics.*.csv"))), LEGACY_RECORD]
+    for file in files:
+        if (run_dir / file).is_file() and not run_file(run_dir, name, file).exists():
+            moved.append((run_dir / file).rename(run_file(run_dir, name, file)))
     return moved
 
 
-def _adopt_legacy_run(run_dir, name, identity, flag):
+def _read_legacy_record(run_dir):
+    try:
+        return json.loads((Path(run_dir) / LEGACY_RECORD).read_text())
+    except FileNotFoundError:  # none, or rank 0 renamed it just now (then the run's own record is there)
+        return None
+
+
+def _adopt_legacy_run(run_dir, name, identity, enabled, flag):
     """The earlier layout's run.json: this run's -> renamed to its names; the same method with other settings
-    -> refused; another method's -> left alone."""
-    recorded = json.loads((run_dir / LEGACY_RECORD).read_text())
+    -> refused (on every rank: each reads the same record); another method's -> left alone."""
+    recorded = _read_legacy_record(run_dir)
+    if recorded is None:
+        return
     diff = setting_differences(recorded, identity)
     if diff and recorded.get("method") == identity.get("method"):
-        raise _clash(run_dir, "run.json (written before runs were named)",
-                     recorded, diff, flag)
+        raise _clash(run_dir, "run.json (written before runs were named)", recorded, diff, flag)
+    if not enabled:
+        return
     if diff:
-        print(f"{run_dir}: run.json, last.pt and metrics.csv there belong to a run of {recorded.get('method')!r} "
+        print(f"{run_dir}: run.json, metrics.csv, ... there belong to a run of {recorded.get('method')!r} "
               f"(written before runs were named); left untouched, this run writes {name}.*")
         return
     moved = migrate_legacy_run(run_dir, name)
@@ -113,8 +125,8 @@ def claim_run_folder(run_dir, name, identity, resume=False, enabled=True, flag="
     another run name or folder. `enabled=False` (ranks other than 0) only checks."""
     run_dir, identity = Path(run_dir), _plain(identity)
     path = run_file(run_dir, name, "run.json")
-    if enabled and not path.is_file() and (run_dir / LEGACY_RECORD).is_file():
-        _adopt_legacy_run(run_dir, name, identity, flag)
+    if not path.is_file():
+        _adopt_legacy_run(run_dir, name, identity, enabled, flag)
     if path.is_file():
         recorded = json.loads(path.read_text())
         diff = setting_differences(recorded, identity)

@@ -361,6 +361,7 @@ def _run(args, task, info, amp):
     out_dir = Path(args.output_dir)
     identity = finetune_identity(args, task)
     claim_run_folder(out_dir, args.exp_name, identity, resume=bool(args.resume), enabled=info.is_main)
+    barrier()  # rank 0 may have renamed an earlier layout's files, which --resume reads
     logger = RunLogger(out_dir, config=vars(args), enabled=info.is_main, name=args.exp_name)
     start, best, bad, step = 0, float("inf"), 0, 0
     last, best_path = run_file(out_dir, args.exp_name, "last.pt"), run_file(out_dir, args.exp_name, "best.pt")

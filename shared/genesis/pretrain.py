@@ -176,6 +176,7 @@ class Trainer:
         self.identity = run_identity(args)
         claim_run_folder(self.run_dir, args.exp_name, self.identity, resume=bool(args.resume),
                          enabled=self.info.is_main)
+        barrier()  # rank 0 may have renamed an earlier layout's files, which --resume reads
         self.logger = RunLogger(self.run_dir, wandb=args.wandb, enabled=self.info.is_main, name=args.exp_name,
                                 config={k: v for k, v in vars(args).items()})
         self.probe = online_probe(args, self.model, self.logger, self.device, self.info.is_main)
