@@ -6,6 +6,7 @@ methods, or one method under two `--exp_name`, run side by side: self-discovery 
 -> fine-tuning, each step of one run leaving every file of the other as it was (bytes and mtime).
 """
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -97,8 +98,11 @@ PAIRS = {
 def test_two_runs_side_by_side_in_one_working_directory(pair, sample_data, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # the originals write relative to the working directory
     runs = [Run(*spec) for spec in PAIRS[pair]]
-    for method in dict.fromkeys(run.method for run in runs):  # once per method: it is the method's
-        next(run for run in runs if run.method == method).self_discovery(sample_data)
+    for i, method in enumerate(dict.fromkeys(run.method for run in runs)):  # once per method: it is the method's
+        # the second method retrains the shared autoencoder (same settings, as the originals): its old log is kept
+        with pytest.warns(UserWarning, match="Unet_autoencoder.metrics.csv is now Unet_autoencoder.metrics.1.csv") \
+                if i else nullcontext():
+            next(run for run in runs if run.method == method).self_discovery(sample_data)
     each_leaves_the_other(runs, lambda run: run.pretrain("--nb_epoch", "1"))
     capsys.readouterr()
 
