@@ -36,6 +36,7 @@ from dira import transfer
 from dira.data import ImageReadError, load_image, read_image_list
 from shared.distributed import seed_everything
 from shared.losses import dice_coef_loss
+from shared.runfolder import set_metrics_aside
 from shared.runlog import RunLogger
 from shared.timing import StepTimer
 from shared.weights import load_pretrained
@@ -233,7 +234,9 @@ def train_trial(args, trial, device):
                for i, s in enumerate(sets)]
     best, best_state, stale = float("inf"), None, 0
     # per-epoch losses and step timing (data_wait_s, step_s) of this trial
-    logger, timer = RunLogger(Path(args.output_dir) / f"{args.task}_{args.init}_trial{trial}"), StepTimer(device)
+    trial_dir = Path(args.output_dir) / f"{args.task}_{args.init}_trial{trial}"
+    set_metrics_aside(trial_dir)  # no resume here: an earlier run's log there is kept aside, never appended to
+    logger, timer = RunLogger(trial_dir), StepTimer(device)
     for epoch in tqdm(range(args.epochs), desc=f"{args.task} {args.init} trial {trial}", leave=False):
         if not cls:  # the benchmark sets lr0/2 * (1 + cos(pi * (t mod T) / T)) after epoch t
             t = max(epoch - 1, 0)

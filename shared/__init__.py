@@ -6,7 +6,7 @@ losses       soft Dice (the seeds' smoothing) and its multi-class form
 checkpoint   atomic checkpoint writing, weights_only-safe RNG state for exact resumption
 distributed  torchrun/DDP set-up that also runs as one CPU process
 guards       stop on a non-finite loss naming the step (and the test-only NaN injection hook)
-runfolder    one run per folder: refuse to resume or log into another method's or configuration's run
+runfolder    runs side by side in a folder, their files named after them; refuse a same-named run of other settings
 runlog       run folder: config, metrics CSV, TensorBoard, plots and image grids
 timing       time blocked in the loader's next() vs the whole step (data_wait_s / step_s columns)
 cliwarnings  warnings from the command lines on one line, without a source line

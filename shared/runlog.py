@@ -1,4 +1,7 @@
-"""One run folder per training run: resolved config, metrics CSV, TensorBoard events, PNG pictures.
+"""A run's logs in its run folder: resolved config, metrics CSV, TensorBoard events, PNG pictures.
+
+Runs that share a folder are told apart by name (shared/runfolder.py): `<name>.config.json`,
+`<name>.metrics.csv`, `tensorboard/<name>/`; without a name the folder is the run's alone.
 
 wandb is used only when asked for (`wandb="project-name"`), and then offline unless WANDB_MODE says
 otherwise; the CSV and TensorBoard logs never depend on it.
@@ -12,14 +15,18 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.runfolder import run_file
+
 
 class RunLogger:
-    """Append scalars to `<run_dir>/metrics.csv` (one row per call) and to TensorBoard."""
+    """Append scalars to `<run_dir>/<name>.metrics.csv` (one row per call) and to TensorBoard
+    (`<run_dir>/tensorboard/<name>/`); `name` None: `metrics.csv` and `tensorboard/`."""
 
-    def __init__(self, run_dir, tensorboard=True, wandb=None, config=None, enabled=True):
+    def __init__(self, run_dir, tensorboard=True, wandb=None, config=None, enabled=True, name=None):
         self.run_dir = Path(run_dir)
+        self.name = name
         self.enabled = enabled  # False on ranks other than 0: every call is a no-op
-        self.csv_path = self.run_dir / "metrics.csv"
+        self.csv_path = run_file(self.run_dir, name, "metrics.csv")
         self._rows, self._columns = [], ["step"]
         self._tb = self._wandb = None
         if not enabled:
@@ -29,7 +36,7 @@ class RunLogger:
             self._columns, self._rows = _read_rows(self.csv_path)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
-            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard" / (name or "")))
         if wandb:
             import wandb as wandb_lib
             os.environ.setdefault("WANDB_MODE", "offline")
@@ -41,7 +48,7 @@ class RunLogger:
         if not self.enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / "config.json", "w") as f:
+        with open(run_file(self.run_dir, self.name, "config.json"), "w") as f:
             json.dump(config, f, indent=2, sort_keys=True, default=str)
 
     def log(self, step, **scalars):

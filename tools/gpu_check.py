@@ -434,18 +434,20 @@ def genesis_stages(method, run, data, p, device):
     def train(out, steps):
         return common + ["--output_dir", str(out), "--max_steps", str(steps), "--exp_name", name]
 
-    pre = Stage("pretrain", f"{method}/train.py", train(run / "pretrain", p["steps"]), exp_dir / "metrics.csv",
+    pre = Stage("pretrain", f"{method}/train.py", train(run / "pretrain", p["steps"]), exp_dir / f"{name}.metrics.csv",
                 p["batch"], "train_loss", "bf16" if cuda else "fp32", flops=("genesis_pretrain", p))
     pre.launch_args = train(run / "pretrain_launch", p["steps"])
-    resume_dir = run / "pretrain_resume" / "en_de"  # killed once last.pt (end of epoch 1) exists
-    pre.resume = Resume(resume_dir / "last.pt", train(run / "pretrain_resume", 100000),
-                        train(run / "pretrain_resume", epoch_steps + 4) + ["--resume"], resume_dir / "metrics.csv")
+    resume_dir = run / "pretrain_resume" / "en_de"  # killed once <name>.last.pt (end of epoch 1) exists
+    pre.resume = Resume(resume_dir / f"{name}.last.pt", train(run / "pretrain_resume", 100000),
+                        train(run / "pretrain_resume", epoch_steps + 4) + ["--resume"],
+                        resume_dir / f"{name}.metrics.csv")
     ft = Stage("finetune_segmentation", f"{method}/finetune_segmentation.py",
                ["--data_dir", str(cubes), "--weights", str(exp_dir / f"{name}.pt"), "--width", str(p["width"]),
                 "--batch_size", str(p["ft_batch"]), "--nb_epoch", "2", "--input_rows", str(p["cube"][0]),
                 "--input_cols", str(p["cube"][1]), "--input_deps", str(p["cube"][2]), "--device", device, *amp,
                 "--num_workers", str(p["workers"]), "--persistent_workers", "--output_dir", str(run / "finetune")],
-               run / "finetune" / "metrics.csv", p["ft_batch"], "train_loss", "bf16" if cuda else "fp32",
+               run / "finetune" / f"{name}_segmentation.metrics.csv", p["ft_batch"], "train_loss",
+               "bf16" if cuda else "fp32",
                flops=("genesis_finetune", p), row_steps=p["ft_steps"])
     return [pre, ft]
 
@@ -511,14 +513,14 @@ def voco_stages(run, data, p, device):
 
     fill_voco_cache(train(run / "pretrain", p["steps"], p["steps"]))
     pre = Stage("pretrain", "voco/train.py", train(run / "pretrain", p["steps"], p["steps"]),
-                run / "pretrain" / "metrics.csv", p["batch"], "loss", "fp16" if cuda else "fp32",
+                run / "pretrain" / "voco_pretrain.metrics.csv", p["batch"], "loss", "fp16" if cuda else "fp32",
                 flops=("voco_pretrain", p))
     pre.launch_args = train(run / "pretrain_launch", p["steps"], p["steps"])
     every = 5 if cuda else 2
     ckpt = run / "pretrain_resume" / "model_current_epoch.pt"
     pre.resume = Resume(ckpt, train(run / "pretrain_resume", 100000, every),
                         train(run / "pretrain_resume", 2 * every, every) + ["--resume", str(ckpt)],
-                        run / "pretrain_resume" / "metrics.csv")
+                        run / "pretrain_resume" / "voco_pretrain.metrics.csv")
     r = str(p["ft_roi"])
     ft = Stage("finetune_btcv", "voco/finetune.py",
                ["--data_dir", str(btcv), "--json_list", "dataset_0.json", "--pretrained_checkpoint",
@@ -528,7 +530,7 @@ def voco_stages(run, data, p, device):
                 "--workers", str(p["workers"]), "--persistent_workers", "True", "--use_checkpoint", "True",
                 "--device", device, "--noamp", "False", "--amp_dtype", "bfloat16", "--infer_overlap", "0.5",
                 "--logdir", str(run / "finetune"), "--cache_dir", str(run / "cache_ft")],
-               run / "finetune" / "metrics.csv", p["ft_sw"], "train_loss", "bf16" if cuda else "fp32",
+               run / "finetune" / "voco_finetune.metrics.csv", p["ft_sw"], "train_loss", "bf16" if cuda else "fp32",
                flops=("voco_finetune", p), row_steps=p["ft_steps"])
     return [pre, ft]
 

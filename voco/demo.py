@@ -95,7 +95,7 @@ def main(argv=None):
                 "--hidden_dim", "64", "--out_dim", "64", "--num_steps", str(args.steps), "--warmup_steps", "0",
                 "--lr", str(args.lr), "--eval_num", str(args.steps), "--save_every", "0", "--workers", "0",
                 "--seed", "0", "--cache_dir", str(out / "cache_pretrain"), *tiny])
-    rows = list(csv.DictReader(open(out / "pretrain" / "metrics.csv")))
+    rows = list(csv.DictReader(open(out / "pretrain" / "voco_pretrain.metrics.csv")))
     weights = out / "pretrain" / "model_final_epoch.pt"
     print(f"pre-training: {len(rows)} steps, mean neg loss {np.mean([float(r['neg']) for r in rows]):.3f} "
           f"({time.time() - t0:.0f} s)")
@@ -118,7 +118,7 @@ def main(argv=None):
     dice = {k: [r["mean_dice"] for r in v] for k, v in runs.items()}
     path = write_row("voco", runs=args.runs, data="sample btcv CT (6 train / 2 val)", steps=len(rows),
                      final_loss=float(rows[-1]["loss"]), wall_time_s=wall,
-                     loss_csv=(out / "pretrain" / "metrics.csv").as_posix(), metrics=[
+                     loss_csv=(out / "pretrain" / "voco_pretrain.metrics.csv").as_posix(), metrics=[
                          metric("probe", "13 organ patches, macro linear AUROC", seeds, probe["pretrained"],
                                 probe["random"]),
                          metric("fine-tune", "BTCV mean Dice, 13 organs (val)", seeds, dice["pretrained"],

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from shared.checkpoint import load_checkpoint, load_state, save_atomic
 from shared.distributed import barrier, cleanup, init_distributed, seed_everything
 from shared.guards import check_finite_loss, inject_nan
-from shared.runfolder import check_checkpoint_run, claim_run_folder
+from shared.runfolder import check_checkpoint_run, claim_run_folder, run_file
 from shared.runlog import RunLogger
 from shared.timing import StepTimer
 from voco.data import SafeDataset, btcv_transforms, count_skipped, load_datalist
@@ -41,6 +41,7 @@ from voco.export import load_voco_encoder
 from voco.models import swinunetr
 from voco.utils import amp_settings, check_patch, str2bool
 
+RUN_NAME = "voco_finetune"  # this stage's files in --logdir (pre-training's are voco_pretrain.*)
 BTCV_ORGANS = ["spleen", "right kidney", "left kidney", "gallbladder", "esophagus", "liver", "stomach",
                "aorta", "IVC", "portal/splenic veins", "pancreas", "right adrenal", "left adrenal"]
 
@@ -143,7 +144,7 @@ def build_loaders(args, info):
             return Dataset(items, transform)
         return CacheDataset(items, transform, cache_rate=1.0, num_workers=args.workers or None)
 
-    skip_log = Path(args.logdir) / "skipped.txt"
+    skip_log = run_file(args.logdir, RUN_NAME, "skipped.txt")
     train_ds = SafeDataset(dataset(train_items, btcv_transforms(args, True), "train"), train_items,
                            args.skip_bad, skip_log=skip_log)
     # validation never substitutes a case: an unreadable one is skipped and reported (or stops the run)
@@ -317,7 +318,7 @@ def main(argv=None):
     train_loader, val_loader, sampler = build_loaders(args, info)
     if args.eval_only:
         mean, organs, per_case, cases = validate(args, model, val_loader, info.device, amp, amp_dtype,
-                                                 picture=logdir / "predictions.png")
+                                                 picture=run_file(logdir, RUN_NAME, "predictions.png"))
         print(results_table(mean, organs, names))
         if info.is_main:  # as the README says: results.md / results.json in --logdir
             write_results(logdir, f"BTCV validation of {args.checkpoint or 'the initial weights'}", mean, organs,
@@ -326,8 +327,9 @@ def main(argv=None):
     ddp = (torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
         if info.distributed else model)
-    claim_run_folder(logdir, identity, resume=bool(args.checkpoint), enabled=info.is_main, flag="--logdir")
-    logger = RunLogger(logdir, wandb=args.wandb, config=vars(args), enabled=info.is_main)
+    claim_run_folder(logdir, RUN_NAME, identity, resume=bool(args.checkpoint), enabled=info.is_main,
+                     flag="--logdir")
+    logger = RunLogger(logdir, wandb=args.wandb, config=vars(args), enabled=info.is_main, name=RUN_NAME)
     logger.truncate(start_epoch)  # resuming at an epoch: rows logged after it come again
     result = {"mean_dice": None, "organ_dice": None, "best_acc": best_acc}
     step = start_epoch * len(train_loader)  # optimiser steps so far (for the non-finite-loss message)
@@ -360,7 +362,7 @@ def main(argv=None):
         if (epoch + 1) % args.val_every == 0 or epoch + 1 == args.max_epochs:
             if info.is_main:
                 mean, organs, per_case, cases = validate(args, model, val_loader, info.device, amp, amp_dtype,
-                                                         picture=logdir / "predictions.png")
+                                                         picture=run_file(logdir, RUN_NAME, "predictions.png"))
                 logger.log(epoch + 1, val_acc=mean, **{f"dice_{c}": d for c, d in enumerate(organs, 1)})
                 state = {"epoch": epoch + 1, "best_acc": max(best_acc, mean), "run": identity,
                          "state_dict": model.state_dict(),
@@ -380,9 +382,10 @@ def main(argv=None):
             barrier()
     logger.close()
     if info.is_main:
-        n_skipped, skipped = count_skipped(logdir / "skipped.txt")
+        skip_log = run_file(logdir, RUN_NAME, "skipped.txt")
+        n_skipped, skipped = count_skipped(skip_log)
         if n_skipped:
-            print(f"skipped {n_skipped} unreadable file(s) in this run (listed in {logdir / 'skipped.txt'})")
+            print(f"skipped {n_skipped} unreadable file(s) in this run (listed in {skip_log})")
     cleanup()
     return result
 

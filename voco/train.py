@@ -19,7 +19,7 @@ import torch
 
 from shared.checkpoint import load_checkpoint, load_state, set_rng_state
 from shared.distributed import cleanup, init_distributed, seed_everything
-from shared.runfolder import check_checkpoint_run, claim_run_folder
+from shared.runfolder import check_checkpoint_run, claim_run_folder, run_file
 from shared.runlog import RunLogger
 from voco import engine
 from voco.data import build_pretrain_dataset, count_skipped, crops_figure, load_datalist
@@ -27,6 +27,8 @@ from voco.device_crops import CROPS_ON, VolumesWithParameters, resolve_crops_on
 from voco.models import VoCo
 from voco.probe import add_probe_args, online_probe
 from voco.utils import amp_settings, check_roi, str2bool
+
+RUN_NAME = "voco_pretrain"  # this stage's files in --logdir (fine-tuning's are voco_finetune.*)
 
 
 def get_parser():
@@ -185,14 +187,16 @@ def main(argv=None):
     else:
         seed_everything(args.seed + 1, info.rank)  # per-rank streams from here on
 
-    # one run per folder: refuse a --logdir holding another configuration's run, never mix its logs
-    claim_run_folder(args.logdir, identity, resume=bool(args.resume), enabled=info.is_main, flag="--logdir")
-    skip_log = Path(args.logdir) / "skipped.txt"
+    # pre-training and fine-tuning both default to --logdir logs: this stage's files are voco_pretrain.*;
+    # refuse a --logdir holding a pre-training of another configuration, never mix its logs
+    claim_run_folder(args.logdir, RUN_NAME, identity, resume=bool(args.resume), enabled=info.is_main,
+                     flag="--logdir")
+    skip_log = run_file(args.logdir, RUN_NAME, "skipped.txt")
     dataset = build_pretrain_dataset(args, build_datalist(args), skip_bad=args.skip_bad, skip_log=skip_log)
     crops_on = resolve_crops_on(args.crops_on, info.device)
     if crops_on == "device":  # workers only read volumes and draw parameters; crops are made per step
         dataset = VolumesWithParameters(dataset)
-    logger = RunLogger(args.logdir, wandb=args.wandb, config=vars(args), enabled=info.is_main)
+    logger = RunLogger(args.logdir, wandb=args.wandb, config=vars(args), enabled=info.is_main, name=RUN_NAME)
     if args.resume:
         logger.truncate(state["global_step"])  # rows logged after the checkpoint come again
     if info.is_main:
@@ -200,7 +204,7 @@ def main(argv=None):
               f" device {info.device}, world {info.world_size}, amp {amp} ({args.amp_dtype}), crops on {crops_on}")
         if state["global_step"] == 0:
             crops_figure(dataset.load_readable(0)[1], dataset.crops,
-                         Path(args.logdir) / "crops.png", args.seed)
+                         run_file(args.logdir, RUN_NAME, "crops.png"), args.seed)
     probe = online_probe(args, model, logger, info.device, info.is_main)
     state = engine.train(args, model, student, optimizer, scheduler, scaler, dataset, info, logger,
                          state, amp, amp_dtype, probe=probe)
@@ -212,7 +216,7 @@ def main(argv=None):
                   + (" ..." if n_skipped > 5 else ""))
         from shared.probe import PROBE_COLUMNS
         from shared.runlog import plot_metrics
-        plot_metrics(logger.csv_path, Path(args.logdir) / "loss.png",
+        plot_metrics(logger.csv_path, run_file(args.logdir, RUN_NAME, "loss.png"),
                      columns=["loss", "pos", "neg", "reg", *PROBE_COLUMNS])
     cleanup()
     return state

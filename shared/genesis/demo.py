@@ -80,7 +80,7 @@ def run_demo(method, exp_name, pretrain_main, finetune_mains, argv=None):
     if not luna.is_dir():
         generate(args.sample, seed=0, only=["luna16"])
     out = Path(args.runs) / "demo" / method
-    for old in [out / "pretrain", *out.glob("finetune_*")]:  # a demo is a fresh run (a folder holds one run)
+    for old in [out / "pretrain", *out.glob("finetune_*")]:  # a demo is a fresh run: no earlier settings to clash with
         shutil.rmtree(old, ignore_errors=True)
     found = run_self_discovery(luna, out / "self_discovery", nb_classes=args.classes, nb_instances=6,
                                nb_instances_val=2, cube=CUBE, seed=args.seed)
@@ -92,7 +92,7 @@ def run_demo(method, exp_name, pretrain_main, finetune_mains, argv=None):
         "--width", str(args.width), "--nb_epoch", str(args.pretrain_epochs), "--lr", str(args.pretrain_lr),
         "--seed", str(args.seed), "--n_images", "2"])
     weights = out / "pretrain" / "en_de" / f"{exp_name}.pt"
-    loss_csv = out / "pretrain" / "en_de" / "metrics.csv"
+    loss_csv = out / "pretrain" / "en_de" / f"{exp_name}.metrics.csv"
     print(f"pre-training: {summary['steps']} steps, best val loss {summary['best_loss']:.4f} "
           f"({time.time() - start:.0f}s)")
 

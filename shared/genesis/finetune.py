@@ -37,7 +37,7 @@ from shared.distributed import barrier, cleanup, init_distributed, seed_everythi
 from shared.genesis.amp import amp_guard, use_amp
 from shared.guards import check_finite_loss, inject_nan
 from shared.losses import dice_coef_loss, dice_score
-from shared.runfolder import check_checkpoint_run, claim_run_folder
+from shared.runfolder import check_checkpoint_run, claim_run_folder, run_file
 from shared.runlog import RunLogger
 from shared.timing import StepTimer
 from shared.unet3d import UNet3D
@@ -253,7 +253,10 @@ def build_parser(description, task, weights_name):
     p.add_argument("--standard_bn", action="store_true", help="BatchNorm with running statistics in eval")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output_dir", default=f"runs/finetune_{task}")
-    p.add_argument("--resume", nargs="?", const="auto", default=None)
+    p.add_argument("--exp_name", default=f"{Path(weights_name).stem}_{task}",
+                   help="the run's files in --output_dir are <exp_name>.* (best.pt, last.pt, metrics.csv, ...)")
+    p.add_argument("--resume", nargs="?", const="auto", default=None,
+                   help="continue from a checkpoint ('auto': <output_dir>/<exp_name>.last.pt)")
     p.add_argument("--device", default=None)
     p.add_argument("--amp", default="auto", choices=["auto", "on", "off"], help="bf16 autocast (auto: on GPU)")
     return p
@@ -360,10 +363,11 @@ def _run(args, task, info, amp):
         optimizer = torch.optim.Adam(model.parameters(), args.lr)
     out_dir = Path(args.output_dir)
     identity = finetune_identity(args, task)
-    claim_run_folder(out_dir, identity, resume=bool(args.resume), enabled=info.is_main)
-    logger = RunLogger(out_dir, config=vars(args), enabled=info.is_main)
+    claim_run_folder(out_dir, args.exp_name, identity, resume=bool(args.resume), enabled=info.is_main)
+    barrier()  # rank 0 may have renamed an earlier layout's files, which --resume reads
+    logger = RunLogger(out_dir, config=vars(args), enabled=info.is_main, name=args.exp_name)
     start, best, bad, step = 0, float("inf"), 0, 0
-    last = out_dir / "last.pt"
+    last, best_path = run_file(out_dir, args.exp_name, "last.pt"), run_file(out_dir, args.exp_name, "best.pt")
     if args.resume:
         path = last if args.resume == "auto" else Path(args.resume)
         if path.is_file():
@@ -409,7 +413,7 @@ def _run(args, task, info, amp):
             best, bad = val_loss, 0
             if info.is_main:
                 save_atomic({"epoch": epoch + 1, "state_dict": model.state_dict(), "best_loss": float(best),
-                             f"val_{metric_name}": float(val_metric)}, out_dir / "best.pt")
+                             f"val_{metric_name}": float(val_metric)}, best_path)
         else:
             bad += 1
         if info.is_main:
@@ -422,8 +426,8 @@ def _run(args, task, info, amp):
                 print(f"early stopping after {epoch + 1} epochs")
             break
     barrier()  # rank 0 has written best.pt
-    if (out_dir / "best.pt").is_file():
-        model.load_state_dict(load_checkpoint(out_dir / "best.pt", map_location=device)["state_dict"])
+    if best_path.is_file():
+        model.load_state_dict(load_checkpoint(best_path, map_location=device)["state_dict"])
     test_loss, test_metric = evaluate(model, loaders["test"], task, n_class, device, amp, "test")
     logger.log(step, test_loss=test_loss, **{f"test_{metric_name}": test_metric})
     logger.close()

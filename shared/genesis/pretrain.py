@@ -33,7 +33,7 @@ from shared.genesis.data import EpochBatches, RestorationBatches, batch_rng, loa
 from shared.genesis.probe import add_probe_args, online_probe
 from shared.genesis.restoration import TRANSFORMS, central_slices, restoration_pair
 from shared.guards import check_finite_loss, inject_nan
-from shared.runfolder import check_checkpoint_run, claim_run_folder
+from shared.runfolder import check_checkpoint_run, claim_run_folder, run_file
 from shared.runlog import RunLogger, save_image_grid
 from shared.timing import StepTimer
 from shared.unet3d import ClassificationNet3D, YNet3D
@@ -41,7 +41,6 @@ from shared.weights import load_pretrained
 
 ORIGINAL_KEYS = ("epoch", "state_dict", "optimizer_state_dict", "num_epoch_no_improvement", "best_loss",
                  "best_acc")
-LAST = "last.pt"
 
 
 def build_parser(description, exp_name, data_dir=None):
@@ -71,7 +70,8 @@ def build_parser(description, exp_name, data_dir=None):
     # additions
     p.add_argument("--output_dir", default="Checkpoints",
                    help="run folder root; checkpoints go to <output_dir>/<exp>/ as in the original")
-    p.add_argument("--exp_name", default=exp_name, help="checkpoint file stem")
+    p.add_argument("--exp_name", default=exp_name,
+                   help="checkpoint file stem; the run's other files in <output_dir>/<exp>/ are <exp_name>.*")
     p.add_argument("--nb_epoch", type=int, default=10000)
     p.add_argument("--patience", type=int, default=50)
     p.add_argument("--step_size", type=int, default=40, help="StepLR period (epochs)")
@@ -79,7 +79,7 @@ def build_parser(description, exp_name, data_dir=None):
     p.add_argument("--width", type=int, default=32, help="first conv's channels (32 = the original)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", nargs="?", const="auto", default=None,
-                   help=f"continue from a checkpoint ('auto': <output_dir>/<exp>/{LAST})")
+                   help="continue from a checkpoint ('auto': <output_dir>/<exp>/<exp_name>.last.pt)")
     p.add_argument("--warped_target", action="store_true",
                    help="restore the elastically warped cube (the original restores the undeformed one)")
     p.add_argument("--transform_on", default="auto", choices=["auto", "device", "workers", "cpu"],
@@ -145,6 +145,7 @@ class Trainer:
         seed_everything(args.seed, self.info.rank)
         self.run_dir = Path(args.output_dir) / args.exp
         self.ckpt_path = self.run_dir / f"{args.exp_name}.pt"
+        self.last_path = run_file(self.run_dir, args.exp_name, "last.pt")
         self.on_device = args.transform_on == "device" or (args.transform_on == "auto" and self.device.type == "cuda")
         self.amp = use_amp(args.amp, self.device)
 
@@ -171,10 +172,12 @@ class Trainer:
 
         self.start_epoch, self.step = 0, 0
         self.best_loss, self.best_acc, self.no_improvement = 100000.0, 0.0, 0
-        # one run per folder: Semantic Genesis and TransVW both default to Checkpoints/en_de
+        # Semantic Genesis and TransVW both default to Checkpoints/en_de: each run's files carry its --exp_name
         self.identity = run_identity(args)
-        claim_run_folder(self.run_dir, self.identity, resume=bool(args.resume), enabled=self.info.is_main)
-        self.logger = RunLogger(self.run_dir, wandb=args.wandb, enabled=self.info.is_main,
+        claim_run_folder(self.run_dir, args.exp_name, self.identity, resume=bool(args.resume),
+                         enabled=self.info.is_main)
+        barrier()  # rank 0 may have renamed an earlier layout's files, which --resume reads
+        self.logger = RunLogger(self.run_dir, wandb=args.wandb, enabled=self.info.is_main, name=args.exp_name,
                                 config={k: v for k, v in vars(args).items()})
         self.probe = online_probe(args, self.model, self.logger, self.device, self.info.is_main)
         if args.resume:
@@ -201,7 +204,7 @@ class Trainer:
         return ckpt
 
     def resume(self, path):
-        path = self.run_dir / LAST if path == "auto" else Path(path)
+        path = self.last_path if path == "auto" else Path(path)
         if not path.is_file():
             if self.args.resume == "auto":
                 print(f"--resume: no {path} yet, starting from scratch")
@@ -299,7 +302,7 @@ class Trainer:
     def save_picture(self, epoch, original, transformed, restored, choice):
         rows = [list(r) for r in zip(central_slices(original), central_slices(transformed),
                                      central_slices(restored))]
-        save_image_grid(rows, self.run_dir / "images" / f"epoch_{epoch + 1:04d}.png",
+        save_image_grid(rows, self.run_dir / "images" / self.args.exp_name / f"epoch_{epoch + 1:04d}.png",
                         titles=["original", "transformed", "restored"],
                         row_labels=[TRANSFORMS[int(c)] for c in choice], vmin=0, vmax=1)
 
@@ -333,7 +336,7 @@ class Trainer:
             stop = self.no_improvement >= a.patience or (a.max_steps and self.step >= a.max_steps)
             self.scheduler.step()
             if self.info.is_main:
-                save_atomic(self.state(epoch + 1), self.run_dir / LAST)
+                save_atomic(self.state(epoch + 1), self.last_path)
             barrier()
             if stop:
                 if self.info.is_main and self.no_improvement >= a.patience:

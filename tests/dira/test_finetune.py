@@ -62,6 +62,13 @@ def test_finetune_runs_and_writes_results(xray, tmp_path, tiny_dira_checkpoint, 
         assert result["iou"] <= result["dice"] and result["mean_iou"] <= result["mean_dice"]
     assert rows[0]["init"] == init and rows[0]["task"] == task
     assert f"| {task} | {init} |" in (tmp_path / "results.md").read_text()
+    if init == "random":  # a second run into the same folder: its log starts afresh, the first one is kept
+        trial = tmp_path / f"{task}_{init}_trial0"
+        first = (trial / "metrics.csv").read_text()
+        with pytest.warns(UserWarning, match="metrics.1.csv"):
+            finetune.main(argv)
+        assert (trial / "metrics.1.csv").read_text() == first
+        assert len((trial / "metrics.csv").read_text().splitlines()) == len(first.splitlines())
 
 
 def test_label_fraction_keeps_a_seeded_share(xray):

@@ -45,8 +45,8 @@ OUTCOMES = {
     "nonfinite_input": "NaN/inf in pattern cubes, fine-tuning arrays or a CT scan: refused naming the file "
                        "(scan skipped and counted)",
     "wrong_ndim": "cubes that are not N x X x Y x Z: error naming the file and its shape",
-    "run_folder_clash": "the other method's or configuration's run folder: refused naming the differing "
-                        "settings; its metrics.csv and config.json untouched",
+    "run_folder_clash": "both methods, or two --exp_name, share Checkpoints/en_de (files named per run); "
+                        "the same --exp_name with other settings: refused naming them",
     "nonfinite_loss": "injected NaN loss: stops with NonFiniteLossError naming the step; checkpoints before it "
                       "intact",
     "wrong_checkpoint": "wrong-size checkpoint to --resume / --pre_path / --weights: error naming the file",
@@ -103,6 +103,11 @@ def finetune(name, task, data, out, *extra):
                         "--input_deps", "8", "--nb_epoch", "1", "--batch_size", "2", "--output_dir", str(out), *extra])
 
 
+def run_file(out, name, file):
+    """`<out>/en_de/<exp_name>.<file>`: a file of method `name`'s pre-training run."""
+    return out / "en_de" / f"{METHODS[name][3]}.{file}"
+
+
 def state_of(path):
     return torch.load(path, weights_only=True)["state_dict"]
 
@@ -121,19 +126,19 @@ def test_kill_resume_mid_epoch_gives_the_uninterrupted_weights(name, patterns, t
     killed = pretrain_cli(name, patterns, cut, {"SSL_MED_FAULT_KILL_STEP": str(STEPS_PER_EPOCH + 2)},
                           "--nb_epoch", "3")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert load_checkpoint(cut / "en_de" / "last.pt")["epoch"] == 1  # killed in epoch 2
+    assert load_checkpoint(run_file(cut, name, "last.pt"))["epoch"] == 1  # killed in epoch 2
     pretrain(name, patterns, cut, "--nb_epoch", "3", "--resume")
-    a, b = state_of(full / "en_de" / "last.pt"), state_of(cut / "en_de" / "last.pt")
+    a, b = state_of(run_file(full, name, "last.pt")), state_of(run_file(cut, name, "last.pt"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     # the rows step 4 (logged before the kill, after the checkpoint) appear once
-    assert steps_logged(cut / "en_de" / "metrics.csv") == steps_logged(full / "en_de" / "metrics.csv")
+    assert steps_logged(run_file(cut, name, "metrics.csv")) == steps_logged(run_file(full, name, "metrics.csv"))
 
 
 @method
 def test_kill_resume_metrics_rows_after_the_checkpoint_are_dropped(name, patterns, tmp_path):
     """The original defect: rows logged after the last checkpoint stayed, so a step appeared twice."""
     pretrain(name, patterns, tmp_path, "--nb_epoch", "1")
-    metrics = tmp_path / "en_de" / "metrics.csv"
+    metrics = run_file(tmp_path, name, "metrics.csv")
     header = metrics.read_text().splitlines()[0].split(",")
     with open(metrics, "a", newline="") as f:  # what a run killed in epoch 2 leaves behind
         csv.DictWriter(f, header).writerow({"step": STEPS_PER_EPOCH + 1, "train_loss": 1.0})
@@ -149,7 +154,7 @@ def test_kill_during_save_keeps_the_previous_checkpoint(name, patterns, tmp_path
     killed = pretrain_cli(name, patterns, tmp_path, {"SSL_MED_FAULT_KILL_IN_SAVE": "4"}, "--nb_epoch", "3")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert list((tmp_path / "en_de").glob(".*.tmp"))  # the half-written file, never renamed
-    kept = load_checkpoint(tmp_path / "en_de" / "last.pt")
+    kept = load_checkpoint(run_file(tmp_path, name, "last.pt"))
     assert kept["epoch"] in (1, 2)
     load_checkpoint(tmp_path / "en_de" / f"{METHODS[name][3]}.pt")
     result = pretrain(name, patterns, tmp_path, "--nb_epoch", "3", "--resume")
@@ -287,32 +292,77 @@ def test_wrong_ndim_cubes_are_named_with_their_shape(name, patterns, tmp_path):
 
 # ------------------------------------------------------------------------------------ run folder
 
+def files_of(out, name):
+    """{path: bytes} of everything method `name`'s pre-training run owns in <out>/en_de."""
+    run, stem = out / "en_de", METHODS[name][3]
+    owned = [*run.glob(f"{stem}.*"), *(run / "tensorboard" / stem).glob("*")]
+    return {p: p.read_bytes() for p in sorted(owned) if p.is_file()}
+
+
 @method
-def test_run_folder_clash_with_the_other_method_and_another_configuration(name, patterns, tmp_path):
+def test_run_folder_clash_only_the_same_name_with_other_settings(name, patterns, tmp_path):
     other = next(m for m in METHODS if m != name)
     pretrain(other, patterns, tmp_path, "--nb_epoch", "1")
-    run = tmp_path / "en_de"
-    before = {f: (run / f).read_bytes() for f in ("metrics.csv", "config.json", "last.pt")}
-    for extra in ((), ("--resume",)):  # the same default folder, Checkpoints/en_de
-        with pytest.raises(RunFolderClash, match=f"holds a run of '{METHODS[other][3]}'.*method: "
-                                                 f"'{METHODS[other][3]}' there, '{METHODS[name][3]}' now"):
-            pretrain(name, patterns, tmp_path, "--nb_epoch", "2", *extra)
-    with pytest.raises(RunFolderClash, match="width: 2 there, 4 now"):  # its own method, another width
-        METHODS[other][0].main(["--data_dir", str(patterns), "--output_dir", str(tmp_path), *TINY, "--width", "4",
-                                "--resume"])
-    assert {f: (run / f).read_bytes() for f in before} == before
-    assert json.loads((run / "config.json").read_text())["exp_name"] == METHODS[other][3]
+    before = files_of(tmp_path, other)
+    assert run_file(tmp_path, other, "last.pt") in before and run_file(tmp_path, other, "run.json") in before
+    # the other method in the same default folder (Checkpoints/en_de): runs beside it, resumes its own run
+    pretrain(name, patterns, tmp_path, "--nb_epoch", "1")
+    pretrain(name, patterns, tmp_path, "--nb_epoch", "2", "--resume")
+    assert load_checkpoint(run_file(tmp_path, name, "last.pt"))["epoch"] == 2
+    assert steps_logged(run_file(tmp_path, name, "metrics.csv")) == [1, 5]  # its own rows, each once
+    with pytest.raises(RunFolderClash, match=f"checkpoint of a '{METHODS[other][3]}' run.*refusing to resume"):
+        pretrain(name, patterns, tmp_path, "--nb_epoch", "3", "--resume", str(run_file(tmp_path, other, "last.pt")))
+    # the one clash left: the same --exp_name with other settings, named, with or without --resume
+    for extra in (("--width", "4", "--resume"), ("--lr", "0.01")):
+        with pytest.raises(RunFolderClash, match=f"{METHODS[other][3]}.run.json holds a run of '{METHODS[other][3]}'"
+                                                 " with other settings \\((lr|width): .* there, .* now\\)"):
+            pretrain(other, patterns, tmp_path, *extra)
+    assert files_of(tmp_path, other) == before
+    assert json.loads(run_file(tmp_path, other, "config.json").read_text())["exp_name"] == METHODS[other][3]
 
 
 @method
 def test_run_folder_clash_fine_tuning_and_a_fresh_start_keeps_the_old_log(name, tmp_path):
-    data = arrays(tmp_path / "a")
-    finetune(name, "classification", data, tmp_path / "o")
+    data, out = arrays(tmp_path / "a"), tmp_path / "o"
+    finetune(name, "classification", data, out)
+    run = out / f"{METHODS[name][3]}_classification"  # the default --exp_name: the method's, the task
     with pytest.raises(RunFolderClash, match="lr: 0.001 there, 0.01 now"):
-        finetune(name, "classification", data, tmp_path / "o", "--lr", "0.01", "--resume")
-    with pytest.warns(UserWarning, match="metrics.1.csv"):
-        finetune(name, "classification", data, tmp_path / "o")  # same settings, no --resume: a new log
-    assert (tmp_path / "o" / "metrics.1.csv").is_file() and (tmp_path / "o" / "metrics.csv").is_file()
+        finetune(name, "classification", data, out, "--lr", "0.01", "--resume")
+    finetune(name, "classification", data, out, "--lr", "0.01", "--exp_name", "other_lr")  # beside it
+    assert (out / "other_lr.best.pt").is_file() and (out / "other_lr.metrics.csv").is_file()
+    with pytest.warns(UserWarning, match=f"{run.name}.metrics.1.csv"):
+        finetune(name, "classification", data, out)  # same settings, no --resume: a new log
+    assert Path(f"{run}.metrics.1.csv").is_file() and Path(f"{run}.metrics.csv").is_file()
+    assert not (out / "other_lr.metrics.1.csv").exists()
+
+
+def legacy_layout(out, name):
+    """Turn method `name`'s run folder into the layout before runs were named (run.json, last.pt, ...)."""
+    run, stem = out / "en_de", METHODS[name][3]
+    for file in ("run.json", "last.pt", "metrics.csv", "config.json"):
+        (run / f"{stem}.{file}").rename(run / file)
+    for event in (run / "tensorboard" / stem).glob("*"):
+        event.rename(run / "tensorboard" / event.name)
+    return run
+
+
+@method
+def test_run_folder_clash_earlier_layout_resumed_by_its_run_left_to_others(name, patterns, tmp_path, capsys):
+    other = next(m for m in METHODS if m != name)
+    pretrain(name, patterns, tmp_path, "--nb_epoch", "1")
+    run = legacy_layout(tmp_path, name)
+    legacy = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    pretrain(other, patterns, tmp_path, "--nb_epoch", "1")  # another method's run: the old files stay put
+    assert "left untouched" in capsys.readouterr().out
+    assert all(p.read_bytes() == data for p, data in legacy.items())
+    with pytest.raises(RunFolderClash, match="run.json \\(written before runs were named\\) holds a run of "
+                                             f"'{METHODS[name][3]}' with other settings \\(lr: 0.001 there"):
+        pretrain(name, patterns, tmp_path, "--nb_epoch", "2", "--resume", "--lr", "0.01")
+    pretrain(name, patterns, tmp_path, "--nb_epoch", "2", "--resume")  # its own run: renamed, then resumed
+    assert "renamed this run's files" in capsys.readouterr().out
+    assert not (run / "last.pt").exists() and not (run / "run.json").exists()
+    assert load_checkpoint(run_file(tmp_path, name, "last.pt"))["epoch"] == 2
+    assert steps_logged(run_file(tmp_path, name, "metrics.csv")) == [1, 5]
 
 
 # ----------------------------------------------------------------------------------- training
@@ -320,11 +370,11 @@ def test_run_folder_clash_fine_tuning_and_a_fresh_start_keeps_the_old_log(name, 
 @method
 def test_nonfinite_loss_stops_naming_the_step(name, patterns, tmp_path, monkeypatch):
     pretrain(name, patterns, tmp_path, "--nb_epoch", "1")
-    kept = (tmp_path / "en_de" / "last.pt").read_bytes()
+    kept = run_file(tmp_path, name, "last.pt").read_bytes()
     monkeypatch.setenv("SSL_MED_FAULT_NAN_STEP", str(STEPS_PER_EPOCH + 2))
     with pytest.raises(NonFiniteLossError, match=f"loss is nan at step {STEPS_PER_EPOCH + 2} \\(epoch 2\\)"):
         pretrain(name, patterns, tmp_path, "--nb_epoch", "2", "--resume")
-    assert (tmp_path / "en_de" / "last.pt").read_bytes() == kept
+    assert run_file(tmp_path, name, "last.pt").read_bytes() == kept
     monkeypatch.setenv("SSL_MED_FAULT_NAN_STEP", "1")
     with pytest.raises(NonFiniteLossError, match="at step 1 \\(epoch 1\\)"):
         finetune(name, "segmentation", arrays(tmp_path / "a", masks=True), tmp_path / "ft")
@@ -333,7 +383,7 @@ def test_nonfinite_loss_stops_naming_the_step(name, patterns, tmp_path, monkeypa
 @method
 def test_wrong_checkpoint_to_resume_pre_path_and_weights_is_named(name, patterns, tmp_path):
     pretrain(name, patterns, tmp_path / "wide", "--nb_epoch", "1", "--width", "4")
-    wide_last = tmp_path / "wide" / "en_de" / "last.pt"
+    wide_last = run_file(tmp_path / "wide", name, "last.pt")
     with pytest.raises(RunFolderClash, match=f"{wide_last}: .*width: 4 there, 2 now"):
         pretrain(name, patterns, tmp_path / "narrow", "--nb_epoch", "1", "--resume", str(wide_last))
     unrecorded = tmp_path / "unrecorded.pt"  # no run record (as before runs were recorded): the shapes decide
@@ -372,5 +422,5 @@ def test_cpu_bf16_warns_and_trains_with_onednn_off(patterns, tmp_path):
         pretrain("transvw", patterns, tmp_path, "--nb_epoch", "1", "--amp", "on")
     assert any("oneDNN switched off" in str(w.message) for w in caught)
     assert torch.backends.mkldnn.enabled
-    assert all(torch.isfinite(v).all() for v in state_of(tmp_path / "en_de" / "last.pt").values()
+    assert all(torch.isfinite(v).all() for v in state_of(run_file(tmp_path, "transvw", "last.pt")).values()
                if v.is_floating_point())

@@ -1,5 +1,5 @@
 """Faults injected into the shared checkpoint and weight loading (shared/checkpoint.py, shared/weights.py)
-and the one-run-per-folder record (shared/runfolder.py) that every method's resume goes through."""
+and the per-run record in a run folder (shared/runfolder.py) that every method's resume goes through."""
 
 import json
 import os
@@ -26,8 +26,8 @@ OUTCOMES = {
                     "and its size, no torch internals",
     "missing_file": "FileNotFoundError naming the checkpoint",
     "empty_data": "a checkpoint without tensors: WeightLoadError saying so",
-    "run_folder_clash": "run.json of another method or settings: RunFolderClash naming each difference; a fresh "
-                        "start moves the old metrics.csv aside",
+    "run_folder_clash": "runs share a folder, files named per run; the same name with other settings: "
+                        "RunFolderClash naming each; a fresh start sets <name>.metrics.csv aside",
     "wrong_checkpoint": "wrong shapes: CheckpointError naming the file; a pickled file is refused with the "
                         "trusted=True / --trusted opt-in, no colour codes, no weights_only=False advice",
 }
@@ -83,19 +83,49 @@ def test_empty_data_checkpoint_without_tensors(tmp_path):
 
 
 def test_run_folder_clash_names_every_difference_and_keeps_logs(tmp_path):
-    claim_run_folder(tmp_path, {"method": "a", "width": 2, "shape": (1, 2)})
-    (tmp_path / "metrics.csv").write_text("step,loss\n1,0.5\n")
-    with pytest.raises(RunFolderClash, match="holds a run of 'a'.*method: 'a' there, 'b' now; width: 2 there, 4 now"):
-        claim_run_folder(tmp_path, {"method": "b", "width": 4, "shape": (1, 2)}, resume=True)
-    assert json.loads((tmp_path / "run.json").read_text())["method"] == "a"
-    claim_run_folder(tmp_path, {"method": "a", "width": 2, "shape": [1, 2]}, resume=True)  # JSON round trip
-    assert (tmp_path / "metrics.csv").is_file()
-    with pytest.warns(UserWarning, match="metrics.1.csv"):
-        claim_run_folder(tmp_path, {"method": "a", "width": 2, "shape": (1, 2)}, resume=False)
-    assert (tmp_path / "metrics.1.csv").read_text() == "step,loss\n1,0.5\n"
+    claim_run_folder(tmp_path, "a", {"method": "a", "width": 2, "shape": (1, 2)})
+    (tmp_path / "a.metrics.csv").write_text("step,loss\n1,0.5\n")
+    with pytest.raises(RunFolderClash, match="a.run.json holds a run of 'a' with other settings "
+                                             "\\(method: 'a' there, 'b' now; width: 2 there, 4 now\\)"):
+        claim_run_folder(tmp_path, "a", {"method": "b", "width": 4, "shape": (1, 2)}, resume=True)
+    assert json.loads((tmp_path / "a.run.json").read_text())["method"] == "a"
+    claim_run_folder(tmp_path, "a", {"method": "a", "width": 2, "shape": [1, 2]}, resume=True)  # JSON round trip
+    assert (tmp_path / "a.metrics.csv").is_file()
+    with pytest.warns(UserWarning, match="a.metrics.1.csv"):
+        claim_run_folder(tmp_path, "a", {"method": "a", "width": 2, "shape": (1, 2)}, resume=False)
+    assert (tmp_path / "a.metrics.1.csv").read_text() == "step,loss\n1,0.5\n"
+    claim_run_folder(tmp_path, "b", {"method": "b", "width": 4})  # another run beside it: its own files
+    assert json.loads((tmp_path / "b.run.json").read_text()) == {"method": "b", "width": 4}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.metrics.1.csv", "a.run.json", "b.run.json"]
     with pytest.raises(RunFolderClash, match="ckpt.pt: a checkpoint of a 'a' run.*refusing to resume"):
         check_checkpoint_run({"run": {"method": "a"}}, {"method": "b"}, "ckpt.pt")
     check_checkpoint_run({"state_dict": {}}, {"method": "b"}, "old.pt")  # no record: nothing to compare
+
+
+def _legacy_folder(root, record):
+    root.mkdir()
+    (root / "run.json").write_text(json.dumps(record))
+    for file in ("last.pt", "metrics.csv", "metrics.1.csv", "config.json", "tensorboard/events.1", "images/e1.png"):
+        (root / file).parent.mkdir(exist_ok=True)
+        (root / file).write_text(file)
+    return root
+
+
+def test_run_folder_clash_earlier_layout_renamed_for_its_run_refused_or_left_alone(tmp_path):
+    record = {"method": "a", "width": 2}
+    other = _legacy_folder(tmp_path / "other", record)
+    claim_run_folder(other, "b", {"method": "b", "width": 2})  # another method's run: nothing of it moves
+    assert sorted(p.name for p in other.iterdir()) == ["b.run.json", "config.json", "images", "last.pt",
+                                                       "metrics.1.csv", "metrics.csv", "run.json", "tensorboard"]
+    with pytest.raises(RunFolderClash, match="run.json \\(written before runs were named\\) holds a run of 'a' "
+                                             "with other settings \\(width: 2 there, 3 now\\)"):
+        claim_run_folder(other, "a", {"method": "a", "width": 3}, resume=True)  # the same method, other settings
+    own = _legacy_folder(tmp_path / "own", record)
+    claim_run_folder(own, "a", record, resume=True)  # its own run: renamed to its names, then continued
+    names = sorted(str(p.relative_to(own)) for p in own.rglob("*") if p.is_file())
+    assert names == ["a.config.json", "a.last.pt", "a.metrics.1.csv", "a.metrics.csv", "a.run.json",
+                     "images/a/e1.png", "tensorboard/a/events.1"]
+    assert (own / "a.last.pt").read_text() == "last.pt" and (own / "a.metrics.csv").read_text() == "metrics.csv"
 
 
 def test_wrong_checkpoint_shapes_are_named(tmp_path):

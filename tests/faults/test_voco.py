@@ -42,8 +42,8 @@ OUTCOMES = {
                          "validation skips and reports the case, never substitutes another",
     "nonfinite_input": "NaN/inf voxels: refused naming the file (skipped and counted in long runs), not cast to 0",
     "wrong_ndim": "a 2-D image or label: error naming the file",
-    "run_folder_clash": "--logdir of another configuration: refused naming the differing settings; its logs "
-                        "untouched",
+    "run_folder_clash": "pre-training and fine-tuning share --logdir (files named per stage); one "
+                        "stage with other settings: refused naming them, its logs untouched",
     "nonfinite_loss": "injected NaN loss: stops with NonFiniteLossError naming the step",
     "wrong_checkpoint": "wrong-size checkpoint to --resume / --pretrained_checkpoint / --checkpoint: error "
                         "naming the file",
@@ -126,12 +126,12 @@ def steps_logged(csv_path):
 def test_kill_resume_between_checkpoints_gives_the_uninterrupted_weights(btcv, full_run, killed_in_save, tmp_path):
     logdir = tmp_path / "run"
     shutil.copytree(killed_in_save, logdir)
-    assert steps_logged(logdir / "metrics.csv") == [1, 2]  # step 2 was logged after the step-1 checkpoint
+    assert steps_logged(logdir / "voco_pretrain.metrics.csv") == [1, 2]  # step 2 was logged after the step-1 checkpoint
     train.main(pretrain_argv(btcv, logdir, 2, "--resume", str(logdir / "model_current_epoch.pt")))
     a = torch.load(full_run / "final_model.pth", weights_only=True)
     b = torch.load(logdir / "final_model.pth", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert steps_logged(logdir / "metrics.csv") == [1, 2]  # step 2 once
+    assert steps_logged(logdir / "voco_pretrain.metrics.csv") == [1, 2]  # step 2 once
 
 
 def test_kill_during_save_keeps_the_previous_checkpoint(killed_in_save):
@@ -274,14 +274,14 @@ def test_wrong_ndim_roi_rule_counts_the_doubled_input():
 # ------------------------------------------------------------------------------------ run folder
 
 def test_run_folder_clash_another_configuration_is_refused(btcv, full_run):
-    before = {f: (full_run / f).read_bytes() for f in ("metrics.csv", "config.json", "run.json")}
+    before = {f: (full_run / f"voco_pretrain.{f}").read_bytes() for f in ("metrics.csv", "config.json", "run.json")}
     argv = pretrain_argv(btcv, full_run, 2, "--resume", str(full_run / "model_current_epoch.pt"))
     argv[argv.index("--hidden_dim") + 1] = "64"
     with pytest.raises(RunFolderClash, match="hidden_dim: 32 there, 64 now"):
         train.main(argv)
-    with pytest.raises(RunFolderClash, match="this run folder holds a run of 'voco'.*lr: 0.001 there, 0.01 now"):
+    with pytest.raises(RunFolderClash, match="voco_pretrain.run.json holds a run of 'voco'.*lr: 0.001 there, 0.01 now"):
         train.main(pretrain_argv(btcv, full_run, 2, "--lr", "1e-2"))
-    assert {f: (full_run / f).read_bytes() for f in before} == before
+    assert {f: (full_run / f"voco_pretrain.{f}").read_bytes() for f in before} == before
 
 
 # ----------------------------------------------------------------------------------- training

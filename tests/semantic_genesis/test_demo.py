@@ -19,4 +19,4 @@ def test_demo_writes_its_row_and_per_seed_scores(sample_data, tmp_path):
     assert seeds["task"] == "segmentation" and len(seeds["pretrained"]) == len(seeds["random"]) == 1
     assert len(seeds["probe"]["knn_pretrained"]) == 1
     pretrain = tmp_path / "demo" / "semantic_genesis" / "pretrain" / "en_de"
-    assert (pretrain / "semantic_genesis_chest_ct.pt").is_file() and (pretrain / "metrics.csv").is_file()
+    assert all((pretrain / f"semantic_genesis_chest_ct.{f}").is_file() for f in ("pt", "metrics.csv", "last.pt"))

@@ -18,6 +18,7 @@ from shared.weights import WeightLoadError, load_pretrained
 
 WIDTH = 2
 ROOT = Path(__file__).resolve().parents[2]
+SEG_RUN = "semantic_genesis_chest_ct_segmentation"  # the default --exp_name of finetune_segmentation.py
 
 
 def _released_semantic_genesis(path):
@@ -122,8 +123,9 @@ def test_classification_from_a_released_checkpoint_runs(tmp_path, capsys):
     result = finetune_classification.main(_args(data, weights, tmp_path / "cls", "--trusted"))
     assert "loaded 106/106 tensors" in capsys.readouterr().out
     assert result["metric"] == "auc" and 0 <= result["test_metric"] <= 1
-    assert torch.load(tmp_path / "cls" / "best.pt", weights_only=True)["epoch"] >= 1
-    assert json.loads((tmp_path / "cls" / "config.json").read_text())["weights"] == str(weights)
+    run = tmp_path / "cls" / "semantic_genesis_chest_ct_classification"  # the default --exp_name
+    assert torch.load(f"{run}.best.pt", weights_only=True)["epoch"] >= 1
+    assert json.loads(Path(f"{run}.config.json").read_text())["weights"] == str(weights)
 
 
 def test_segmentation_runs_and_resume_continues(tmp_path):
@@ -132,8 +134,8 @@ def test_segmentation_runs_and_resume_continues(tmp_path):
     finetune_segmentation.main(_args(data, None, tmp_path / "b", "--optimizer", "adam", "--nb_epoch", "1"))
     resumed = finetune_segmentation.main(_args(data, None, tmp_path / "b", "--optimizer", "adam", "--resume"))
     assert full["metric"] == "dice"
-    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["state_dict"]
-    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["state_dict"]
+    a = torch.load(tmp_path / "a" / f"{SEG_RUN}.last.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "b" / f"{SEG_RUN}.last.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["test_metric"] == pytest.approx(full["test_metric"])
 
@@ -147,9 +149,9 @@ def test_two_process_ddp_fine_tuning_on_cpu(tmp_path):
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("test: loss") == 1  # rank 0 prints
-    ckpt = torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)
+    ckpt = torch.load(tmp_path / "ddp" / f"{SEG_RUN}.last.pt", weights_only=True)
     assert ckpt["epoch"] == 2 and not any(k.startswith("module.") for k in ckpt["state_dict"])
-    with open(tmp_path / "ddp" / "metrics.csv", newline="") as f:
+    with open(tmp_path / "ddp" / f"{SEG_RUN}.metrics.csv", newline="") as f:
         epochs = [float(r["epoch"]) for r in csv.DictReader(f) if r.get("epoch")]
     assert epochs == [1, 2]  # one writer
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from semantic_genesis import train
+from semantic_genesis.config import EXP_NAME
 from shared.checkpoint import load_checkpoint
 from shared.genesis.data import load_patterns, write_pattern_files
 from shared.genesis.pretrain import ORIGINAL_KEYS, Trainer, genesis_loss
@@ -87,14 +88,14 @@ def test_bad_pattern_file_is_named(tmp_path):
 def test_loss_falls_and_run_folder_is_complete(patterns, tmp_path):
     _run(patterns, tmp_path, "--nb_epoch", "6", "--lr", "0.003")
     run = tmp_path / "en_de"
-    with open(run / "metrics.csv") as f:
+    with open(run / f"{EXP_NAME}.metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("val_loss")]
     val = [float(r["val_loss"]) for r in rows]
     train_loss = [float(r["train_loss_epoch"]) for r in rows]
     assert len(val) == 6
     assert val[-1] < val[0] and train_loss[-1] < train_loss[0]
-    assert (run / "config.json").is_file() and any((run / "tensorboard").iterdir())
-    assert sorted(p.name for p in (run / "images").glob("*.png"))[-1] == "epoch_0006.png"
+    assert (run / f"{EXP_NAME}.config.json").is_file() and any((run / "tensorboard" / EXP_NAME).iterdir())
+    assert sorted(p.name for p in (run / "images" / EXP_NAME).glob("*.png"))[-1] == "epoch_0006.png"
 
 
 def test_checkpoint_has_exactly_the_original_keys_and_loads_weights_only(patterns, tmp_path):
@@ -117,8 +118,8 @@ def test_resume_equals_uninterrupted(patterns, tmp_path):
     _run(patterns, tmp_path / "a", "--nb_epoch", "2")
     _run(patterns, tmp_path / "b", "--nb_epoch", "1")
     _run(patterns, tmp_path / "b", "--nb_epoch", "2", "--resume")
-    a = torch.load(tmp_path / "a" / "en_de" / "last.pt", weights_only=True)
-    b = torch.load(tmp_path / "b" / "en_de" / "last.pt", weights_only=True)
+    a = torch.load(tmp_path / "a" / "en_de" / f"{EXP_NAME}.last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "en_de" / f"{EXP_NAME}.last.pt", weights_only=True)
     assert a["epoch"] == b["epoch"] == 2 and a["global_step"] == b["global_step"]
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
@@ -153,6 +154,6 @@ def test_pretraining_on_patterns_self_discovered_from_the_sample_ct(sample_data,
     train.main(["--data_dir", str(found["save"]), "--output_dir", str(tmp_path), "--cls_classes", "3",
                 "--nb_instances", "6", "--nb_val_instances", "2", "--batch_size", "9", "--num_workers", "0",
                 "--width", "2", "--nb_epoch", "3", "--lr", "0.003", "--n_images", "0"])
-    with open(tmp_path / "en_de" / "metrics.csv") as f:
+    with open(tmp_path / "en_de" / f"{EXP_NAME}.metrics.csv") as f:
         val = [float(r["val_loss"]) for r in csv.DictReader(f) if r.get("val_loss")]
     assert len(val) == 3 and val[-1] < val[0]

@@ -78,7 +78,7 @@ def test_two_process_ddp_on_cpu(visual_words, tmp_path):
            "--data_dir", str(visual_words), "--output_dir", str(tmp_path), *SMALL, "--nb_epoch", "2"]
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    ckpt = torch.load(tmp_path / "en_de" / "last.pt", weights_only=True)
+    ckpt = torch.load(tmp_path / "en_de" / "TransVW_chest_ct.last.pt", weights_only=True)
     assert ckpt["epoch"] == 2 and not any(k.startswith("module.") for k in ckpt["state_dict"])
 
 
@@ -86,6 +86,6 @@ def test_transforms_on_device_or_in_workers_train_identically(visual_words, tmp_
     for where in ("device", "workers"):
         train.main(["--data_dir", str(visual_words), "--output_dir", str(tmp_path / where), *SMALL,
                     "--nb_epoch", "1", "--transform_on", where])
-    a = torch.load(tmp_path / "device" / "en_de" / "last.pt", weights_only=True)["state_dict"]
-    b = torch.load(tmp_path / "workers" / "en_de" / "last.pt", weights_only=True)["state_dict"]
+    a = torch.load(tmp_path / "device" / "en_de" / "TransVW_chest_ct.last.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "workers" / "en_de" / "TransVW_chest_ct.last.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)

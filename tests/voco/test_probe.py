@@ -36,7 +36,7 @@ def test_online_probe_then_offline_probe(btcv_root, tmp_path):
                 "--workers", "0", "--probe_every", "2", "--probe_per_organ", "1", "--probe_max", "4",
                 "--probe_organs", "1", "6",
                 *TINY_MODEL, *TINY_GEOMETRY])
-    with open(logdir / "metrics.csv") as f:
+    with open(logdir / "voco_pretrain.metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("probe_linear_auroc")]
     assert [int(r["step"]) for r in rows] == [2]
     assert all(0.0 <= float(rows[0][c]) <= 1.0 for c in PROBE_COLUMNS)

@@ -65,8 +65,8 @@ def test_pretrain_resume_equals_uninterrupted_then_finetune(btcv_root, small_jso
     state = _pretrain(btcv_root, tmp_path / "full", *cache)
     assert state == {"global_step": 3, "epoch": 0, "batch_in_pass": 3}
     full = tmp_path / "full"
-    assert (full / "crops.png").stat().st_size > 0 and (full / "loss.png").exists()
-    rows = list(csv.DictReader(open(full / "metrics.csv")))
+    assert (full / "voco_pretrain.crops.png").stat().st_size > 0 and (full / "voco_pretrain.loss.png").exists()
+    rows = list(csv.DictReader(open(full / "voco_pretrain.metrics.csv")))
     assert [int(r["step"]) for r in rows] == [1, 2, 3]
     assert all(math.isfinite(float(r["loss"])) for r in rows)
     # a fresh process state, resumed from the step-2 checkpoint, ends bit-identical
@@ -81,8 +81,10 @@ def test_pretrain_resume_equals_uninterrupted_then_finetune(btcv_root, small_jso
     step1 = torch.load(full / "model_step1.pt", weights_only=True)["state_dict"]
     assert any(not torch.equal(step1[k], a[k]) for k in a if k.startswith("teacher."))  # EMA moved
 
-    # BTCV-style fine-tuning from the raw pre-training checkpoint, one tiny epoch, Dice reported
-    out = tmp_path / "ft"
+    # BTCV-style fine-tuning from the raw pre-training checkpoint, one tiny epoch, Dice reported; in the same
+    # --logdir (both scripts default to logs/): the pre-training's files stay as they were
+    out = full
+    pretraining = {p: p.read_bytes() for p in sorted(full.glob("voco_pretrain.*"))}
     result = finetune.main([
         "--data_dir", str(btcv_root), "--json_list", str(small_json), "--cache_dir", str(tmp_path / "ftc"),
         "--logdir", str(out), "--pretrained_checkpoint", str(full / "model_final_epoch.pt"),
@@ -94,7 +96,9 @@ def test_pretrain_resume_equals_uninterrupted_then_finetune(btcv_root, small_jso
     saved = json.loads((out / "results.json").read_text())
     assert saved["mean_dice"] == result["mean_dice"] and len(saved["per_case"]) == 1
     assert "| **mean** |" in (out / "results.md").read_text()
-    assert (out / "predictions.png").stat().st_size > 0
+    assert (out / "voco_finetune.predictions.png").stat().st_size > 0
+    assert {p: p.read_bytes() for p in sorted(full.glob("voco_pretrain.*"))} == pretraining
+    assert (out / "voco_finetune.run.json").is_file() and (out / "voco_finetune.metrics.csv").is_file()
     ft = torch.load(out / "model.pt", weights_only=True)
     assert ft["epoch"] == 1 and "optimizer" in ft and "scheduler" in ft
     # the encoder started from the teacher branch and was trained (a zero LR would leave it equal)
@@ -111,6 +115,6 @@ def test_torchrun_two_processes_cpu(btcv_root, tmp_path):
            str(btcv_root / "btcv.json"), "--batch_size", "1", "--num_steps", "2", "--warmup_steps", "0",
            "--eval_num", "1", "--save_every", "0", "--workers", "0", *TINY_MODEL, *TINY_GEOMETRY]
     subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    rows = list(csv.DictReader(open(tmp_path / "ddp" / "metrics.csv")))
+    rows = list(csv.DictReader(open(tmp_path / "ddp" / "voco_pretrain.metrics.csv")))
     assert [int(r["step"]) for r in rows] == [1, 2]
     assert len(torch.load(tmp_path / "ddp" / "final_model.pth", weights_only=True)) == 302

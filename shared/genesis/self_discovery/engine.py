@@ -102,23 +102,31 @@ def train_autoencoder(data_dir, model_path="Checkpoints/Autoencoder", arch="Unet
     """Train on `<data_dir>/train`, validate on `<data_dir>/validation`; returns the best checkpoint path.
 
     Writes `<model_path>/<arch>_autoencoder.pt` (best val_loss) and `<arch>_autoencoder_last.pt`
-    (every epoch, for --resume), plus metrics.csv and TensorBoard events in `model_path`.
+    (every epoch, for --resume); the run's record, metrics and TensorBoard events are named after it too
+    (`<arch>_autoencoder.run.json`, `.metrics.csv`, `.config.json`, `tensorboard/<arch>_autoencoder/`), so
+    both methods' self-discovery share `Checkpoints/Autoencoder/` as in the originals, and a run of the
+    same architecture with other settings is refused (shared/runfolder.py).
     """
+    from shared.runfolder import check_checkpoint_run, claim_run_folder
     from shared.runlog import RunLogger
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(seed)
     np.random.seed(seed)
-    model_path = Path(model_path)
-    best_path = model_path / f"{arch}_autoencoder.pt"
-    last_path = model_path / f"{arch}_autoencoder_last.pt"
+    model_path, run_name = Path(model_path), f"{arch}_autoencoder"
+    best_path = model_path / f"{run_name}.pt"
+    last_path = model_path / f"{run_name}_last.pt"
     data_dir = Path(data_dir)
+    identity = {"method": run_name, "width": width, "input_shape": list(input_shape), "batch_size": batch_size,
+                "lr": lr, "seed": seed, "weights": str(weights) if weights else None,
+                "data_dir": str(data_dir.resolve())}
     train_x, _ = load_resized(list_volumes(data_dir / "train"), input_shape, progress, "load train volumes", workers)
     val_x, _ = load_resized(list_volumes(data_dir / "validation"), input_shape, progress, "load val volumes", workers)
     for name, x in (("training", train_x), ("validation", val_x)):
         if len(x) < batch_size:
             raise ValueError(f"{len(x)} {name} volumes is fewer than --batch_size {batch_size}: "
                              f"no full batch (the original drops incomplete batches)")
+    claim_run_folder(model_path, run_name, identity, resume=resume, flag="--model_path")
     model = build_autoencoder(arch, width).to(device)
     if weights:
         model.load_state_dict(load_checkpoint(weights)["state_dict"])
@@ -130,15 +138,16 @@ def train_autoencoder(data_dir, model_path="Checkpoints/Autoencoder", arch="Unet
     start, best_loss, no_improvement = 0, float("inf"), 0
     if resume and last_path.exists():
         ckpt = load_checkpoint(last_path)
+        check_checkpoint_run(ckpt, identity, last_path)
         model.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer_state_dict"])
         scheduler.load_state_dict(ckpt["scheduler_state_dict"])
         generator.set_state(ckpt["generator"])
         set_rng_state(ckpt["rng"])
         start, best_loss, no_improvement = ckpt["epoch"], ckpt["best_loss"], ckpt["num_epoch_no_improvement"]
-    if not resume and (model_path / "metrics.csv").exists():
-        (model_path / "metrics.csv").unlink()  # a fresh run starts a fresh log
-    logger = RunLogger(model_path, tensorboard=tensorboard, config=dict(config, lr=lr, batch_size=batch_size))
+    logger = RunLogger(model_path, tensorboard=tensorboard, config=dict(config, lr=lr, batch_size=batch_size),
+                       name=run_name)
+    logger.truncate(start)  # rows of epochs after the checkpoint (a run killed in between) come again
     bar = tqdm(range(start, nb_epoch), desc=f"{arch} autoencoder", disable=not progress)
     for epoch in bar:
         train_mse, train_mae = _epoch(model, train_x, batch_size, optimizer, generator, device)
@@ -157,7 +166,7 @@ def train_autoencoder(data_dir, model_path="Checkpoints/Autoencoder", arch="Unet
                      "optimizer_state_dict": optimizer.state_dict(),
                      "scheduler_state_dict": scheduler.state_dict(), "generator": generator.get_state(),
                      "rng": rng_state(), "best_loss": float(best_loss),
-                     "num_epoch_no_improvement": no_improvement, "config": config}, last_path)
+                     "num_epoch_no_improvement": no_improvement, "config": config, "run": identity}, last_path)
         if no_improvement >= patience:
             break
     logger.close()

@@ -7,6 +7,7 @@ the real run uses the four scripts with the originals' defaults.
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -40,6 +41,7 @@ def run_self_discovery(input_dir, work_dir, *, arch="Unet", width=4, ae_shape=(3
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dataset = work / "dataset"
     prepare_dataset(input_dir, dataset, val_fraction=val_fraction, seed=seed, min_shape=cube, progress=progress)
+    shutil.rmtree(work / "autoencoder", ignore_errors=True)  # redone every time, like the dataset and features
     best = train_autoencoder(dataset, work / "autoencoder", arch, width, ae_shape, batch_size, nb_epoch=ae_epochs,
                              seed=seed, device=device, progress=progress, tensorboard=False)
     model = load_autoencoder(best, device=device)

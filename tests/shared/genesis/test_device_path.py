@@ -51,7 +51,7 @@ def test_device_and_loader_paths_give_the_same_batches(patterns, tmp_path):
 
 
 def _val_losses(run):
-    with open(run / "metrics.csv") as f:
+    with open(run / "genesis.metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("val_loss")]
     return [float(r["val_loss"]) for r in rows], [float(r["train_loss_epoch"]) for r in rows]
 
@@ -60,7 +60,7 @@ def test_device_path_with_bf16_and_channels_last_loss_falls(patterns, tmp_path):
     main(args_for(patterns, tmp_path, transform_on="device", amp="on", channels_last="on", nb_epoch=6, lr=0.003))
     val, train_loss = _val_losses(tmp_path / "en_de")
     assert len(val) == 6 and val[-1] < val[0] and train_loss[-1] < train_loss[0]
-    state = torch.load(tmp_path / "en_de" / "last.pt", weights_only=True)["state_dict"]
+    state = torch.load(tmp_path / "en_de" / "genesis.last.pt", weights_only=True)["state_dict"]
     assert all(torch.isfinite(v).all() for v in state.values())
 
 
@@ -85,7 +85,7 @@ def test_resume_with_device_transforms_equals_uninterrupted(patterns, tmp_path):
     main(args_for(patterns, tmp_path / "a", transform_on="device", nb_epoch=2))
     main(args_for(patterns, tmp_path / "b", transform_on="device", nb_epoch=1))
     main(args_for(patterns, tmp_path / "b", "--resume", transform_on="device", nb_epoch=2))
-    a, b = (torch.load(tmp_path / run / "en_de" / "last.pt", weights_only=True) for run in "ab")
+    a, b = (torch.load(tmp_path / run / "en_de" / "genesis.last.pt", weights_only=True) for run in "ab")
     assert a["epoch"] == b["epoch"] == 2
     assert [a[k] for k in ("global_step", "best_loss", "scheduler_state_dict")] == \
         [b[k] for k in ("global_step", "best_loss", "scheduler_state_dict")]

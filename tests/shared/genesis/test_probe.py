@@ -35,7 +35,7 @@ def test_online_probe_writes_its_columns(patterns, sample_data, tmp_path):
                 "--batch_size", "4", "--num_workers", "0", "--width", "2", "--n_images", "0",
                 "--nb_epoch", "2", "--probe_every", "1", "--probe_data", str(sample_data / "luna16"),
                 "--probe_max", "40", *SMALL])
-    with open(tmp_path / "en_de" / "metrics.csv") as f:
+    with open(tmp_path / "en_de" / "semantic_genesis_chest_ct.metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("probe_linear_auroc")]
     assert len(rows) == 2  # one probe per epoch
     for row in rows:

@@ -24,6 +24,7 @@ from shared.genesis.self_discovery.patterns import (
     output_name,
 )
 from shared.genesis.self_discovery.volumes import VolumeStore, resize_cube
+from shared.runfolder import RunFolderClash
 
 CUBE = (16, 16, 8)
 
@@ -251,7 +252,7 @@ def test_autoencoder_loss_falls_and_resume_is_exact(tmp_path):
     kw = dict(arch="Unet", width=2, input_shape=(16, 16, 8), batch_size=2, lr=1e-2, seed=3, progress=False,
               tensorboard=False)
     best = train_autoencoder(data, tmp_path / "full", nb_epoch=6, **kw)
-    metrics = pd.read_csv(tmp_path / "full" / "metrics.csv")
+    metrics = pd.read_csv(tmp_path / "full" / "Unet_autoencoder.metrics.csv")
     assert len(metrics) == 6 and metrics.loss.iloc[-1] < metrics.loss.iloc[0]
     ckpt = torch.load(best, weights_only=True)
     assert ckpt["config"] == {"arch": "Unet", "width": 2, "input_shape": [16, 16, 8]}
@@ -261,7 +262,11 @@ def test_autoencoder_loss_falls_and_resume_is_exact(tmp_path):
     b = torch.load(tmp_path / "part" / "Unet_autoencoder_last.pt", weights_only=True)["state_dict"]
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
-    assert len(pd.read_csv(tmp_path / "part" / "metrics.csv")) == 6
+    assert len(pd.read_csv(tmp_path / "part" / "Unet_autoencoder.metrics.csv")) == 6
+    # the same autoencoder name (Checkpoints/Autoencoder/Unet_autoencoder.*) with other settings: refused, named
+    with pytest.raises(RunFolderClash, match="Unet_autoencoder.run.json holds a run of 'Unet_autoencoder' with "
+                                             "other settings \\(lr: 0.01 there, 0.02 now\\).*--model_path"):
+        train_autoencoder(data, tmp_path / "part", nb_epoch=7, resume=True, **dict(kw, lr=2e-2))
 
 
 def test_features_are_per_patient_and_skip_unreadable(tmp_path):
