@@ -4,7 +4,8 @@
 
 The file holds only the 145 encoder tensors (swinViT.*, encoder1/2/3/4/10.*) under SwinUNETR's own
 names: no `student.`/`teacher.`/`module.` prefixes, no projection head. `load_voco_encoder` puts such a
-file -- or a raw VoCo checkpoint, or the released VoCo_10k.pt -- into a SwinUNETR and fails unless
+file -- or a raw VoCo checkpoint (v1 `student.`/`teacher.` branches, or v2's shared `backbone.`), or the
+released VoCo_10k.pt / VoCo_{B,L,H}_SSL_head -- into a SwinUNETR and fails unless
 every encoder tensor was matched (the original's strict=False loaded nothing without a word).
 """
 
@@ -35,6 +36,7 @@ def branch_state_dict(checkpoint, branch="teacher"):
                 continue
             key = rest
         key = key[len("module."):] if key.startswith("module.") else key  # DDP inside the branch
+        key = key[len("backbone."):] if key.startswith("backbone.") else key  # v2: one shared encoder
         key = key.replace("swin_vit", "swinViT")  # legacy MONAI research-contributions spelling
         if key.startswith(ENCODER_PREFIXES):
             out[key] = value
