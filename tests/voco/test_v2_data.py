@@ -100,3 +100,22 @@ def test_pretransforms_make_at_least_the_window(btcv_root):
             assert tuple(vol.shape[1:]) == (192, 192, 64)
         else:  # 1.5 mm spacing
             assert np.allclose(np.diag(np.asarray(vol.affine))[:3].__abs__(), 1.5)
+
+
+def test_crops_on_device_give_the_worker_crops():
+    """`--crops_on device` for the v2 grid: the same crops, labels and augmentation as the worker path."""
+    from voco.device_crops import VolumesWithParameters
+
+    class Base:
+        def __getitem__(self, i):
+            g = torch.Generator().manual_seed(i)
+            return {"image": torch.rand(1, 200, 196, 70, generator=g)}
+
+    items = [{"image": f"{i}.nii.gz"} for i in range(2)]
+    ds = WindowedVoCoDataset(items, Base(), v2_crops(sw_batch_size=2), seed=5)
+    ds.set_epoch(2)
+    workers = torch.utils.data.default_collate([ds[0], ds[1]])
+    params = VolumesWithParameters(ds)
+    device = params.device_crops(torch.utils.data.default_collate([params[0], params[1]]), torch.device("cpu"))
+    for key in ("image", "crops", "labels"):
+        torch.testing.assert_close(device[key], workers[key], rtol=0, atol=0)
