@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from voco.v2.loss import assign_ce, v2_losses, v2_losses_loop
 from voco.v2.model import SIZES, VoCoV2
 
-TINY = dict(feature_size=12, window_size=2, head_width=16)
+TINY = dict(feature_size=12, window_size=2, hidden_dim=16, out_dim=16)
 
 
 def test_sizes_and_head_input_width():

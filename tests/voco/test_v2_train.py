@@ -36,6 +36,8 @@ def test_v2_defaults_follow_the_original_and_leave_v1_alone():
     argv = ["--recipe", "v2", "--size", "L", "--feature_size", "12"]
     p.set_defaults(**train.v2.recipe_defaults(argv))
     assert p.parse_args(argv).feature_size == 12  # an explicit width wins over --size
+    with pytest.raises(SystemExit, match="v1 only"):
+        train.main(["--recipe", "v2", "--single_network", "True", "--device", "cpu", "--logdir", "unused"])
 
 
 @pytest.mark.slow  # ~2 min on 1 CPU thread: 7 steps of a tiny SwinUNETR on 5 crops of 64^3

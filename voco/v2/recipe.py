@@ -55,6 +55,10 @@ def identity(args):
 
 def build_model(args, info):
     """(VoCoV2, the module the step calls: it, or its DDP wrapper; the teacher head has no grads)."""
+    v1_only = [flag for flag, on in (("--single_network", args.single_network), ("--double_input", args.double_input))
+               if on]
+    if v1_only:
+        raise SystemExit(f"{' and '.join(v1_only)}: v1 only (the CVPR code's variants); v2 has neither")
     model = VoCoV2(args.in_channels, args.feature_size, args.hidden_dim, args.out_dim, args.use_checkpoint,
                    args.dropout_path_rate, args.spatial_dims, args.ema_momentum, args.feature_dropout,
                    args.teacher_init, args.use_flash_attention, args.window_size).to(info.device)
