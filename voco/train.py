@@ -196,7 +196,8 @@ def main(argv=None):
         seed_everything(args.seed + 1, info.rank)  # per-rank streams from here on
 
     # one run per folder: refuse a --logdir holding another configuration's run, never mix its logs
-    claim_run_folder(args.logdir, identity, resume=bool(args.resume) and resumed_original is None, enabled=info.is_main, flag="--logdir")
+    claim_run_folder(args.logdir, identity, resume=bool(args.resume) and resumed_original is None,
+                     enabled=info.is_main, flag="--logdir")
     skip_log = Path(args.logdir) / "skipped.txt"
     build_dataset = build_pretrain_dataset if args.recipe == "v1" else v2.dataset
     dataset = build_dataset(args, build_datalist(args), skip_bad=args.skip_bad, skip_log=skip_log)

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from voco.v2.loss import assign_ce, v2_losses, v2_losses_loop
 from voco.v2.model import SIZES, VoCoV2
@@ -64,10 +63,10 @@ def test_feature_dropout_zeroes_whole_crops_and_spares_the_teacher():
 
 def test_assign_ce_by_hand():
     t = torch.tensor([[[0.75, 0.25, 0.0, 0.0]]], dtype=torch.float64)
-    l = torch.tensor([[[0.5, 0.5, 0.2, 0.0]]], dtype=torch.float64)
+    logit = torch.tensor([[[0.5, 0.5, 0.2, 0.0]]], dtype=torch.float64)
     pos = -(0.75 * math.log(0.75 + 1e-6) + 0.25 * math.log(0.75 + 1e-6)) / (1 + 1e-6)
     neg = -(math.log(0.8 + 1e-6) + math.log(1 + 1e-6)) / (2 + 1e-6)  # v1 would give 0.2^2 / 2
-    assert assign_ce(t, l).item() == pytest.approx(pos + neg)
+    assert assign_ce(t, logit).item() == pytest.approx(pos + neg)
 
 
 def test_v2_loss_by_hand_inter_uses_the_next_volume():

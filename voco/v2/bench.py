@@ -30,7 +30,8 @@ def time_loss(fn, device, reps, batch=2, sw=2, bases=9, dim=1024):
     g = torch.Generator().manual_seed(0)
     x_s = torch.randn(batch * sw, dim, generator=g).to(device).requires_grad_(True)
     q_s = torch.randn(batch * bases, dim, generator=g).to(device).requires_grad_(True)
-    x_t, q_t = torch.randn(batch * sw, dim, generator=g).to(device), torch.randn(batch * bases, dim, generator=g).to(device)
+    x_t = torch.randn(batch * sw, dim, generator=g).to(device)
+    q_t = torch.randn(batch * bases, dim, generator=g).to(device)
     labels = torch.softmax(torch.randn(batch, sw, bases, generator=g), -1).double().to(device)
 
     def once():

@@ -13,8 +13,17 @@ plane (p 0.2) and intensity-shifted by U(-0.1, 0.1) (p 0.5, v1: 0.1), all spanni
 """
 
 import numpy as np
-from monai.transforms import (Compose, CropForegroundd, EnsureChannelFirstd, LoadImaged, Orientationd, Resized,
-                              ScaleIntensityRanged, Spacingd, SpatialPadd)
+from monai.transforms import (
+    Compose,
+    CropForegroundd,
+    EnsureChannelFirstd,
+    LoadImaged,
+    Orientationd,
+    Resized,
+    ScaleIntensityRanged,
+    Spacingd,
+    SpatialPadd,
+)
 
 from voco.data import CheckVolumed, VoCoCrops, VoCoDataset, base_dataset
 

@@ -59,8 +59,8 @@ def v2_losses_loop(x_s, q_s, x_t, q_t, labels):
     def assign(feats, bases):
         return F.relu(torch.stack([F.cosine_similarity(f[None], bases, dim=1) for f in feats]))
 
-    def ce(t, l):
-        return assign_ce(t[None], l[None])[0]
+    def ce(targets, logits):
+        return assign_ce(targets[None], logits[None])[0]
 
     def reg(bases):
         pairs = [F.relu(F.cosine_similarity(bases[a][None], bases[c][None].detach(), dim=1)) ** 2
