@@ -261,6 +261,8 @@ def main(argv=None):
                           {"volume": list(vol.shape[2:]), "roi": list(roi), "sw_batch_size": sw,
                            "feature_size": cfg["feature_size"]}))
     print(f"sliding window: {dt:.2f} s/volume {tuple(vol.shape[2:])}")
+    from voco.v2.bench import main as bench_v2
+    records += bench_v2(device, steps, items=items)  # VoCo v2: loss vectorised vs loop, step, data path
     print(f"wrote {write_records('voco', records, runs=args.runs)}")
     return records
 

@@ -62,9 +62,10 @@ def checkpoint(model, optimizer, scheduler, scaler, args, state):
 
 
 def train(args, model, student, optimizer, scheduler, scaler, dataset, info, logger, state,
-          amp=False, amp_dtype=torch.float16, probe=None):
+          amp=False, amp_dtype=torch.float16, probe=None, step_fn=train_step):
     """Run until state['global_step'] == args.num_steps (or the end of that pass with
-    --finish_pass, as the original). `student` is model.student, DDP-wrapped when distributed."""
+    --finish_pass, as the original). `student` is model.student, DDP-wrapped when distributed.
+    `step_fn`: the optimiser step (this module's `train_step`; voco.v2.engine.train_step for v2)."""
     logdir = Path(args.logdir)
     device = info.device
     bar = tqdm(total=args.num_steps, initial=state["global_step"], disable=not info.is_main,
@@ -84,8 +85,8 @@ def train(args, model, student, optimizer, scheduler, scaler, dataset, info, log
             fault_kill_at_step(state["global_step"] + 1)  # test-only hook, inert unless set
             if make_crops is not None:
                 batch = make_crops(batch, device)
-            parts = train_step(model, student, batch, optimizer, scheduler, scaler, device, amp,
-                               amp_dtype, args.grad_clip, args.max_grad_norm, state["global_step"] + 1)
+            parts = step_fn(model, student, batch, optimizer, scheduler, scaler, device, amp,
+                            amp_dtype, args.grad_clip, args.max_grad_norm, state["global_step"] + 1)
             if info.world_size > 1:  # log the mean over ranks, not rank 0's share of the batch
                 vals = torch.tensor(list(parts.values()), dtype=torch.float64, device=device)
                 torch.distributed.all_reduce(vals)
@@ -97,8 +98,7 @@ def train(args, model, student, optimizer, scheduler, scaler, dataset, info, log
             if info.is_main:
                 logger.log(step, **parts, lr=lr, **timer.lap())  # data_wait_s, step_s
                 bar.update(1)
-                bar.set_postfix(loss=f"{parts['loss']:.4f}", pos=f"{parts['pos']:.3f}",
-                                neg=f"{parts['neg']:.3f}", reg=f"{parts['reg']:.3f}", lr=f"{lr:.2e}")
+                bar.set_postfix(**{k: f"{v:.3f}" for k, v in parts.items()}, lr=f"{lr:.2e}")
                 if step % args.eval_num == 0 or step == args.num_steps:
                     save_atomic(checkpoint(model, optimizer, scheduler, scaler, args, state),
                                 logdir / "model_current_epoch.pt")

@@ -27,6 +27,7 @@ from voco.device_crops import CROPS_ON, VolumesWithParameters, resolve_crops_on
 from voco.models import VoCo
 from voco.probe import add_probe_args, online_probe
 from voco.utils import amp_settings, check_roi, str2bool
+from voco.v2 import recipe as v2  # --recipe v2: the few places below that branch on args.recipe
 
 RUN_NAME = "voco_pretrain"  # this stage's files in --logdir (fine-tuning's are voco_finetune.*)
 
@@ -111,6 +112,7 @@ def get_parser():
     p.add_argument("--wandb", default=None, type=str, help="wandb project (off by default)")
     p.add_argument("--skip_bad", default=True, type=str2bool, help="skip unreadable volumes with a warning")
     add_probe_args(p)
+    v2.add_recipe_args(p)
     return p
 
 
@@ -145,6 +147,7 @@ def build_datalist(args):
 
 def main(argv=None):
     parser = get_parser()
+    parser.set_defaults(**v2.recipe_defaults(sys.argv[1:] if argv is None else argv))  # v1: none
     args = parser.parse_args(argv)
     check_roi(parser, "--roi_x", args.roi_x, args.double_input)
     args.cache_dataset = args.cache_dataset or args.smartcache_dataset
@@ -152,27 +155,34 @@ def main(argv=None):
     seed_everything(args.seed)  # same on every rank: student and teacher start identical everywhere
     torch.backends.cudnn.benchmark = True
 
-    model = VoCo(args.in_channels, args.feature_size, args.hidden_dim, args.out_dim,
-                 args.use_checkpoint, args.dropout_path_rate, args.spatial_dims, args.ema_momentum,
-                 args.teacher_init, args.single_network, args.double_input,
-                 args.use_flash_attention, args.window_size).to(info.device)
-    student = model.student
-    if info.distributed:  # only the student is wrapped: the teacher has no gradients to reduce
-        if args.sync_bn and info.device.type == "cuda":
-            model.student = student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model.student)
-            if not args.single_network:
-                model.teacher = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model.teacher)
-        student = torch.nn.parallel.DistributedDataParallel(
-            model.student, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    if args.recipe != "v1":
+        model, student = v2.build_model(args, info)
+    else:
+        model = VoCo(args.in_channels, args.feature_size, args.hidden_dim, args.out_dim,
+                     args.use_checkpoint, args.dropout_path_rate, args.spatial_dims, args.ema_momentum,
+                     args.teacher_init, args.single_network, args.double_input,
+                     args.use_flash_attention, args.window_size).to(info.device)
+        student = model.student
+        if info.distributed:  # only the student is wrapped: the teacher has no gradients to reduce
+            if args.sync_bn and info.device.type == "cuda":
+                model.student = student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model.student)
+                if not args.single_network:
+                    model.teacher = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model.teacher)
+            student = torch.nn.parallel.DistributedDataParallel(
+                model.student, device_ids=[info.device.index] if info.device.type == "cuda" else None)
     optimizer = build_optimizer(args, [p for p in model.parameters() if p.requires_grad])
     scheduler = build_scheduler(args, optimizer)
     amp, amp_dtype = amp_settings(info.device, args.noamp, args.amp_dtype)
     scaler = torch.amp.GradScaler(info.device.type, enabled=amp and amp_dtype == torch.float16)
 
     state = {"global_step": 0, "epoch": 0, "batch_in_pass": 0}
-    identity = engine.run_identity(args)
+    identity = {**engine.run_identity(args), **v2.identity(args)}
+    resumed_original = None
     if args.resume:
         ckpt = load_checkpoint(args.resume, map_location=info.device)
+        if args.recipe != "v1" and "optimizer" not in ckpt:  # Large-Scale-Medical's own checkpoint
+            resumed_original = state = v2.resume_original(ckpt, args.resume, model, scheduler)
+    if args.resume and resumed_original is None:
         missing = [k for k in ("state_dict", "optimizer", "scheduler", "scaler", "rng", *state) if k not in ckpt]
         if missing:
             raise ValueError(f"{args.resume}: not a VoCo pre-training checkpoint (missing {missing}); --resume "
@@ -189,10 +199,11 @@ def main(argv=None):
 
     # pre-training and fine-tuning both default to --logdir logs: this stage's files are voco_pretrain.*;
     # refuse a --logdir holding a pre-training of another configuration, never mix its logs
-    claim_run_folder(args.logdir, RUN_NAME, identity, resume=bool(args.resume), enabled=info.is_main,
-                     flag="--logdir")
+    claim_run_folder(args.logdir, RUN_NAME, identity, resume=bool(args.resume) and resumed_original is None,
+                     enabled=info.is_main, flag="--logdir")
     skip_log = run_file(args.logdir, RUN_NAME, "skipped.txt")
-    dataset = build_pretrain_dataset(args, build_datalist(args), skip_bad=args.skip_bad, skip_log=skip_log)
+    build_dataset = build_pretrain_dataset if args.recipe == "v1" else v2.dataset
+    dataset = build_dataset(args, build_datalist(args), skip_bad=args.skip_bad, skip_log=skip_log)
     crops_on = resolve_crops_on(args.crops_on, info.device)
     if crops_on == "device":  # workers only read volumes and draw parameters; crops are made per step
         dataset = VolumesWithParameters(dataset)
@@ -205,9 +216,11 @@ def main(argv=None):
         if state["global_step"] == 0:
             crops_figure(dataset.load_readable(0)[1], dataset.crops,
                          run_file(args.logdir, RUN_NAME, "crops.png"), args.seed)
-    probe = online_probe(args, model, logger, info.device, info.is_main)
+    probe = online_probe(args, model if args.recipe == "v1" else v2.probe_model(model), logger, info.device,
+                         info.is_main)
     state = engine.train(args, model, student, optimizer, scheduler, scaler, dataset, info, logger,
-                         state, amp, amp_dtype, probe=probe)
+                         state, amp, amp_dtype, probe=probe,
+                         step_fn=engine.train_step if args.recipe == "v1" else v2.STEP)
     logger.close()
     if info.is_main:
         n_skipped, names = count_skipped(skip_log)
@@ -217,7 +230,7 @@ def main(argv=None):
         from shared.probe import PROBE_COLUMNS
         from shared.runlog import plot_metrics
         plot_metrics(logger.csv_path, run_file(args.logdir, RUN_NAME, "loss.png"),
-                     columns=["loss", "pos", "neg", "reg", *PROBE_COLUMNS])
+                     columns=[*(["loss", "pos", "neg", "reg"] if args.recipe == "v1" else v2.COLUMNS), *PROBE_COLUMNS])
     cleanup()
     return state
 
