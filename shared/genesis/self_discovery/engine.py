@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from shared.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from shared.checkpoint import load_checkpoint, rng_state, save_atomic, set_generator_state, set_rng_state
 from shared.genesis.ct_volumes import VolumeReadError, read_volume, to_unit_range
 from shared.genesis.self_discovery.models import Autoencoder3D
 from shared.genesis.self_discovery.volumes import resize_cube
@@ -133,7 +133,7 @@ def train_autoencoder(data_dir, model_path="Checkpoints/Autoencoder", arch="Unet
         model.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer_state_dict"])
         scheduler.load_state_dict(ckpt["scheduler_state_dict"])
-        generator.set_state(ckpt["generator"])
+        set_generator_state(generator, ckpt["generator"])
         set_rng_state(ckpt["rng"])
         start, best_loss, no_improvement = ckpt["epoch"], ckpt["best_loss"], ckpt["num_epoch_no_improvement"]
     if not resume and (model_path / "metrics.csv").exists():
