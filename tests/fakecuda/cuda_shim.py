@@ -261,6 +261,17 @@ class CudaAwareGenerator(torch._C.Generator, metaclass=_AnyGenerator):
         return torch.device("cuda", self.cuda_index)
 
 
+def _rng_bytes(state):
+    """What the C++ generators check, for a CudaTensor too (C++ takes it for a CPU tensor)."""
+    if isinstance(state, CudaTensor) or state.dtype != torch.uint8:
+        raise RuntimeError("RNG state must be a torch.ByteTensor")
+    return state
+
+
+def _cpu_set_rng_state(real, new_state):
+    return real(_rng_bytes(new_state))
+
+
 class FakeCuda:
     """The torch.cuda functions this project calls, answering as `device_count` GPUs would."""
 
@@ -335,7 +346,7 @@ class FakeCuda:
     def set_rng_state(self, new_state, device="cuda"):
         self.calls.append(("set_rng_state", device))
         # the real one hands the tensor to the device's generator: a CPU ByteTensor or a RuntimeError
-        self.generators[self._index(device)].set_state(new_state)
+        self.generators[self._index(device)].set_state(_rng_bytes(new_state))
 
     def set_rng_state_all(self, new_states):
         for i, state in enumerate(new_states):
@@ -400,6 +411,8 @@ def fake_cuda(device_count=1):
                     stack.enter_context(mock.patch(f"{where}.{name}", getattr(fake, name)))
         stack.enter_context(mock.patch("torch.cuda.amp.common.amp_definitely_not_available", lambda: False))
         stack.enter_context(mock.patch("torch.Generator", CudaAwareGenerator))
+        for where in ("torch.set_rng_state", "torch.random.set_rng_state"):
+            stack.enter_context(mock.patch(where, functools.partial(_cpu_set_rng_state, torch.random.set_rng_state)))
         stack.enter_context(mock.patch("torch.load", functools.partial(_load_onto_fake, torch.load)))
         stack.enter_context(mock.patch("torch.utils.data._utils.pin_memory.pin_memory", _pin_nothing))
         stack.enter_context(_cudnn_kernels_off())

@@ -2,9 +2,9 @@
 
 Checked against the defects they exist for (each reverted by hand, the test failing, then restored):
 - `shared/distributed.py` resolve_device removed (init_distributed handing torch.device('cuda') to set_device):
-  every test here fails with "Expected a torch.device with a specified index or an integer, but got:cuda".
+  every CLI test given `--device cuda` fails with "Expected a torch.device with a specified index or an integer, but got:cuda".
 - `cpu_bytes` removed from `shared/checkpoint.py` set_rng_state (the RNG tensors loaded onto cuda handed to
-  torch.set_rng_state): test_pretrain_resume_on_cuda and test_finetune_resume_on_cuda fail.
+  torch.set_rng_state and Generator.set_state): both resume tests (pre-training, fine-tuning) fail.
 """
 
 import sys
@@ -93,9 +93,11 @@ def test_a_cuda_tensor_mixed_with_a_cpu_tensor_fails_as_on_a_gpu():
         with pytest.raises(ValueError, match="Expected a torch.device with a specified index or an integer, but "
                                              "got:cuda"):
             torch.cuda.set_device(torch.device("cuda"))
-        with pytest.raises(RuntimeError):
+        with pytest.raises(RuntimeError, match="RNG state must be a torch.ByteTensor"):
             torch.set_rng_state(torch.get_rng_state().to("cuda"))
-        with pytest.raises(RuntimeError):
+        with pytest.raises(RuntimeError, match="RNG state must be a torch.ByteTensor"):
+            torch.cuda.set_rng_state(torch.get_rng_state().to("cuda"))
+        with pytest.raises(RuntimeError):  # the C++ check sees a tensor without data (the real one: not CPU)
             torch.Generator().set_state(torch.get_rng_state().to("cuda"))
         with pytest.raises(TypeError, match="can't convert cuda:0"):
             x.numpy()
