@@ -37,6 +37,10 @@ MIXED_DEVICE_OPS = {aten.copy_.default, aten._to_copy.default, aten._foreach_cop
                     aten.copy.default, aten.set_.source_Tensor}
 
 
+# indexing ops take CPU index tensors for a CUDA tensor (CUDA copies them over): their indices are not checked
+INDEX_OPS = {aten.index.Tensor, aten.index_put_.default, aten.index_put.default, aten._index_put_impl_.default}
+
+
 class CudaTensor(torch.Tensor):
     """A tensor on the fake cuda device: a real CPU tensor (`.elem`) that reports device cuda:<index>.
 
@@ -146,6 +150,10 @@ def _common_device(func, tensors):
     return next(iter(cuda))
 
 
+def _in_backward():
+    return torch._C._current_graph_task_id() != -1
+
+
 def _unwrap(x):
     return x.elem if isinstance(x, CudaTensor) else x
 
@@ -156,10 +164,12 @@ def _wrap(x, index):
 
 def _run(func, args, kwargs):
     """Run one aten op: on the CPU tensors inside, with the outputs on the device the op puts them on."""
-    flat = pytree.tree_leaves((args, kwargs))
-    tensors = [t for t in flat if isinstance(t, torch.Tensor)]
+    checked = (args[:1] + args[2:], kwargs) if func in INDEX_OPS else (args, kwargs)
+    tensors = [t for t in pytree.tree_leaves(checked) if isinstance(t, torch.Tensor)]
     index = _common_device(func, tensors)
     target = kwargs.get("device")
+    if index is not None and target is not None and torch.device(target).type == "cpu" and _in_backward():
+        target = None  # a derivative formula's self.options(): C++ takes a CudaTensor for a CPU tensor
     target_index = _cuda_index(target)
     if target_index is not None:
         _check_ordinal(target_index)
@@ -386,6 +396,27 @@ def _pin_nothing(data, device=None):
 
 
 @contextlib.contextmanager
+def _monai_plain_on_cuda():
+    """MONAI's MetaTensor cannot take a CudaTensor in (a tensor has one Python type): one made from a CudaTensor
+    stays that plain CudaTensor, as MONAI makes plain tensors under set_track_meta(False), a path its
+    transforms support. Metadata on the GPU side is lost here only, not on the CPU (loader) side."""
+    import sys
+
+    if "monai" not in sys.modules:
+        yield
+        return
+    from monai.data import MetaTensor
+
+    real_new = MetaTensor.__new__
+
+    def new(cls, x, *args, **kwargs):
+        return x if isinstance(x, CudaTensor) else real_new(cls, x, *args, **kwargs)
+
+    with mock.patch.object(MetaTensor, "__new__", new):
+        yield
+
+
+@contextlib.contextmanager
 def _cudnn_kernels_off():
     """No cuDNN kernels (composite ops such as batch_norm would pick cudnn_batch_norm, which has no CPU kernel);
     the cudnn flags the code under test sets (benchmark, deterministic) are restored afterwards."""
@@ -416,6 +447,7 @@ def fake_cuda(device_count=1):
         stack.enter_context(mock.patch("torch.load", functools.partial(_load_onto_fake, torch.load)))
         stack.enter_context(mock.patch("torch.utils.data._utils.pin_memory.pin_memory", _pin_nothing))
         stack.enter_context(_cudnn_kernels_off())
+        stack.enter_context(_monai_plain_on_cuda())
         stack.enter_context(_CudaMode())
         stack.enter_context(_GeneratorCheck())
         yield fake
