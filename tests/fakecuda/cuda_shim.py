@@ -83,6 +83,8 @@ class CudaTensor(torch.Tensor):
             return _move(func, args[0], args[1:], kwargs)
         if func is torch.Tensor.tolist:  # a copy to the host, as .item()
             return args[0].elem.tolist()
+        if func is torch.Tensor.__format__:  # f"{loss:.4f}" reads the value, as .item()
+            return args[0].elem.__format__(*args[1:])
         with torch._C.DisableTorchFunctionSubclass():
             return func(*args, **kwargs)
 
