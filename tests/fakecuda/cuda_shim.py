@@ -7,17 +7,24 @@ Inside the context:
 - `torch.cuda.*` answers as if `device_count` GPUs were present: is_available() is True; set_device refuses an
   index-less device with the real ValueError; get/set_rng_state(_all) work on CPU ByteTensors and refuse
   anything else (and ordinals beyond device_count) as the real ones do; synchronize, memory statistics and
-  empty_cache exist; autocast('cuda') and GradScaler('cuda') are enabled.
+  empty_cache exist; autocast('cuda') and GradScaler('cuda') are enabled (Lightning picks the GPU too).
 - A tensor moved or created on 'cuda' is a `CudaTensor`: it computes with a real CPU tensor inside, so losses,
   logs and checkpoints hold real numbers, but it says `device == cuda:0`, `.numpy()` refuses it, and any op
   mixing it with a CPU tensor of one or more dimensions raises the real message ("Expected all tensors to be on
-  the same device, but found at least two devices, cuda:0 and cpu!"). CPU 0-dim tensors mix, as on CUDA.
+  the same device, but found at least two devices, cuda:0 and cpu!"). CPU 0-dim tensors and CPU index tensors
+  mix, as on CUDA. torch.Generator(device='cuda') is a generator that ops check the device of.
 - torch.save writes CudaTensors as CPU tensors (weights_only-loadable; the real one keeps the device tag), and
   torch.load with a map_location naming cuda puts the loaded tensors on the fake device, as the real one does.
 - DataLoader(pin_memory=True) pins nothing (there is no page-locked memory to ask for).
 
+Limits: the C++ core takes a CudaTensor for a CPU tensor (the autograd engine would otherwise ask the CUDA
+driver for streams), so autocast('cuda') is accepted but computes in fp32, cuDNN kernels are off, and a
+`.cpu()` of a tensor that requires grad hands its gradient back on the CPU. MONAI's MetaTensor cannot wrap a
+CudaTensor (see _monai_plain_on_cuda). Nothing here says anything about kernels, speed, memory or NCCL.
+
 Why not FakeTensorMode: fake tensors hold no data, so `loss.item()`, logging, saving, numpy conversion and the
-data path all fail; a CLI cannot run end to end under it. This shim keeps the data and keeps the device checks.
+data path all fail; and on this machine its backward fails in the autograd engine ("hasPrimaryContext expects a
+valid device index"). A CLI cannot run end to end under it. This shim keeps the data and the device checks.
 """
 
 import contextlib

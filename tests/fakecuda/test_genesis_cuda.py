@@ -2,7 +2,8 @@
 
 Checked against the defects they exist for (each reverted by hand, the test failing, then restored):
 - `shared/distributed.py` resolve_device removed (init_distributed handing torch.device('cuda') to set_device):
-  every CLI test given `--device cuda` fails with "Expected a torch.device with a specified index or an integer, but got:cuda".
+  every CLI test given `--device cuda` fails with "Expected a torch.device with a specified index or an
+  integer, but got:cuda".
 - `cpu_bytes` removed from `shared/checkpoint.py` set_rng_state (the RNG tensors loaded onto cuda handed to
   torch.set_rng_state and Generator.set_state): both resume tests (pre-training, fine-tuning) fail.
 """
