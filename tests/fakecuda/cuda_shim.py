@@ -159,6 +159,29 @@ def _common_device(func, tensors):
     return next(iter(cuda))
 
 
+def _leaves(x):
+    """The tensors (and other leaves) of an op's arguments: aten ops take at most lists of tensors (faster than
+    torch's pytree, which these tests would call for every op)."""
+    if isinstance(x, (list, tuple)):
+        for v in x:
+            yield from _leaves(v)
+    elif isinstance(x, dict):
+        for v in x.values():
+            yield from _leaves(v)
+    else:
+        yield x
+
+
+def _map(fn, x):
+    if isinstance(x, tuple):
+        return tuple(_map(fn, v) for v in x)
+    if isinstance(x, list):
+        return [_map(fn, v) for v in x]
+    if isinstance(x, dict):
+        return {k: _map(fn, v) for k, v in x.items()}
+    return fn(x)
+
+
 def _in_backward():
     return torch._C._current_graph_task_id() != -1
 
@@ -174,7 +197,7 @@ def _wrap(x, index):
 def _run(func, args, kwargs):
     """Run one aten op: on the CPU tensors inside, with the outputs on the device the op puts them on."""
     checked = (args[:1] + args[2:], kwargs) if func in INDEX_OPS else (args, kwargs)
-    tensors = [t for t in pytree.tree_leaves(checked) if isinstance(t, torch.Tensor)]
+    tensors = [t for t in _leaves(checked) if isinstance(t, torch.Tensor)]
     index = _common_device(func, tensors)
     target = kwargs.get("device")
     if index is not None and target is not None and torch.device(target).type == "cpu" and _in_backward():
@@ -189,7 +212,7 @@ def _run(func, args, kwargs):
         cpu_kwargs["device"] = torch.device("cpu") if torch.device(target).type == "cuda" else target
     if cpu_kwargs.get("pin_memory"):
         cpu_kwargs["pin_memory"] = False
-    out = func(*pytree.tree_map(_unwrap, args), **pytree.tree_map(_unwrap, cpu_kwargs))
+    out = func(*_map(_unwrap, args), **_map(_unwrap, cpu_kwargs))
     if func is aten._local_scalar_dense.default:
         return out
     if target is not None and torch.device(target).type != "cuda":  # .to("cpu"), .cpu()
@@ -197,10 +220,10 @@ def _run(func, args, kwargs):
     out_index = target_index if target_index is not None else index
     if func._schema.is_mutable or (func._schema.returns and func._schema.returns[0].alias_info is not None):
         # in-place ops and views return (aliases of) their inputs: hand back the CudaTensor itself
-        for a in pytree.tree_leaves(args):
+        for a in _leaves(args):
             if isinstance(a, CudaTensor) and isinstance(out, torch.Tensor) and a.elem is out:
                 return a
-    return pytree.tree_map(lambda x: _wrap(x, out_index), out)
+    return _map(lambda x: _wrap(x, out_index), out)
 
 
 class _CudaMode(TorchDispatchMode):
@@ -247,7 +270,7 @@ class _GeneratorCheck(TorchFunctionMode):
         generator = kwargs.get("generator")
         if isinstance(generator, torch._C.Generator):
             cuda = _cuda_index(kwargs.get("device")) is not None or any(
-                isinstance(t, CudaTensor) for t in pytree.tree_leaves(args) if isinstance(t, torch.Tensor))
+                isinstance(t, CudaTensor) for t in _leaves(args))
             on = "cuda" if cuda else "cpu"
             if generator.device.type != on:
                 raise RuntimeError(f"Expected a '{on}' device type for generator but found "
