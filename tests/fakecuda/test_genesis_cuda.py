@@ -103,3 +103,22 @@ def test_a_cuda_tensor_mixed_with_a_cpu_tensor_fails_as_on_a_gpu():
         with pytest.raises(TypeError, match="can't convert cuda:0"):
             x.numpy()
         assert x.cpu().numpy().sum() == 12
+
+
+def test_self_discovery_autoencoder_trains_and_resumes_on_cuda(tmp_path, cuda):
+    """The self-discovery auto-encoder (shared/genesis/self_discovery): its batch order generator's state is
+    restored through set_generator_state on resume."""
+    import numpy as np
+
+    from shared.genesis.self_discovery.engine import train_autoencoder
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("validation", 2)):
+        (tmp_path / "data" / split).mkdir(parents=True)
+        for i in range(n):
+            np.save(tmp_path / "data" / split / f"v{i}.npy", rng.random((20, 20, 12)).astype(np.float32))
+    kw = dict(arch="Unet", width=2, input_shape=(16, 16, 8), batch_size=2, progress=False, tensorboard=False,
+              device="cuda")
+    train_autoencoder(tmp_path / "data", tmp_path / "ae", nb_epoch=1, **kw)
+    train_autoencoder(tmp_path / "data", tmp_path / "ae", nb_epoch=2, resume=True, **kw)
+    assert torch.load(tmp_path / "ae" / "Unet_autoencoder_last.pt", weights_only=True)["epoch"] == 2

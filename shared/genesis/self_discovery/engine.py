@@ -80,7 +80,7 @@ def _epoch(model, volumes, batch_size, optimizer=None, generator=None, device="c
     model.train(train)
     order = torch.randperm(len(volumes), generator=generator) if train else torch.arange(len(volumes))
     n_batches = len(volumes) // batch_size
-    mse = mae = 0.0
+    mse = mae = torch.zeros((), device=device)  # summed on the device: no host sync per batch
     with torch.set_grad_enabled(train):
         for b in range(n_batches):
             x = torch.from_numpy(volumes[order[b * batch_size:(b + 1) * batch_size].numpy()])[:, None].to(device)
@@ -90,9 +90,9 @@ def _epoch(model, volumes, batch_size, optimizer=None, generator=None, device="c
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-            mse += loss.item()
-            mae += F.l1_loss(y.detach(), x).item()
-    return mse / n_batches, mae / n_batches
+            mse = mse + loss.detach()
+            mae = mae + F.l1_loss(y.detach(), x)
+    return float(mse) / n_batches, float(mae) / n_batches
 
 
 def train_autoencoder(data_dir, model_path="Checkpoints/Autoencoder", arch="Unet", width=32,
