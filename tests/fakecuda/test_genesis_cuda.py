@@ -122,3 +122,17 @@ def test_self_discovery_autoencoder_trains_and_resumes_on_cuda(tmp_path, cuda):
     train_autoencoder(tmp_path / "data", tmp_path / "ae", nb_epoch=1, **kw)
     train_autoencoder(tmp_path / "data", tmp_path / "ae", nb_epoch=2, resume=True, **kw)
     assert torch.load(tmp_path / "ae" / "Unet_autoencoder_last.pt", weights_only=True)["epoch"] == 2
+
+
+def test_on_cuda_a_nan_loss_is_found_at_the_next_check_and_nothing_after_it_is_saved(patterns, tmp_path, cuda,
+                                                                                        monkeypatch):
+    """No host sync per step: the loss is read at the logging steps (1, 5, ...) and at the end of the epoch,
+    before validation and the checkpoints; the step that went NaN is named."""
+    from shared.guards import FAULT_NAN_STEP_ENV, NonFiniteLossError
+
+    monkeypatch.setenv(FAULT_NAN_STEP_ENV, "2")
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 2 \(epoch 1\); found at the check after "
+                                                 r"step 3"):
+        sg_train.main(["--data_dir", str(patterns), "--output_dir", str(tmp_path), *TINY, "--device", "cuda",
+                       "--amp", "off", "--nb_epoch", "1"])
+    assert not (tmp_path / "en_de" / "last.pt").exists()
