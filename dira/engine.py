@@ -10,7 +10,7 @@ from tqdm import tqdm
 from dira import losses
 from dira.models import dist_world_size
 from shared.checkpoint import fault_kill_at_step
-from shared.guards import check_finite_loss, inject_nan
+from shared.guards import LossWatch, inject_nan
 from shared.timing import StepTimer
 
 
@@ -89,6 +89,10 @@ def train_one_epoch(model, discriminator, loader, opt_g, opt_d, scaler_g, scaler
     steps = len(loader) if not args.max_steps_per_epoch else min(len(loader), args.max_steps_per_epoch)
     bar = tqdm(loader, total=steps, desc=f"epoch {epoch}", disable=not main, leave=False, dynamic_ncols=True)
     timer = StepTimer(device)
+    # non-finite losses are read on the host at the print interval and at the end of the epoch (before its
+    # checkpoints); on a CPU at once. With --amp fp16 the GradScaler skips such steps (see shared/guards.py).
+    watch_g = LossWatch(device, scaler_g, parameters=model.parameters())
+    watch_d = LossWatch(device, scaler_d, parameters=discriminator.parameters(), name="discriminator loss")
     for it, batch in enumerate(timer.wrap(bar)):
         if it >= steps:
             break
@@ -100,8 +104,7 @@ def train_one_epoch(model, discriminator, loader, opt_g, opt_d, scaler_g, scaler
         with autocast(device, args.amp):
             total, parts, restored = generator_losses(model, discriminator, batch, args)
         total = inject_nan(total, global_step)  # tests only (SSL_MED_FAULT_NAN_STEP); inert otherwise
-        # stop before the step that would write NaN into the weights (one host sync per step)
-        check_finite_loss(total, global_step, f"epoch {epoch}, batch {it}, generator")
+        watch_g.observe(total, global_step, f"epoch {epoch}, batch {it}, generator")
         opt_g.zero_grad(set_to_none=True)
         scaler_g.scale(total).backward()
         scaler_g.step(opt_g)
@@ -112,7 +115,7 @@ def train_one_epoch(model, discriminator, loader, opt_g, opt_d, scaler_g, scaler
             opt_d.zero_grad(set_to_none=True)
             with autocast(device, args.amp):
                 d_loss = losses.discriminator_loss(discriminator(batch[2]), discriminator(restored.detach()))
-            check_finite_loss(d_loss, global_step, f"epoch {epoch}, batch {it}, discriminator")
+            watch_d.observe(d_loss, global_step, f"epoch {epoch}, batch {it}, discriminator")
             scaler_d.scale(d_loss).backward()
             scaler_d.step(opt_d)
             scaler_d.update()
@@ -120,11 +123,14 @@ def train_one_epoch(model, discriminator, loader, opt_g, opt_d, scaler_g, scaler
         for k, v in parts.items():  # summed on the device: no host sync per step
             sums[k] = sums.get(k, 0.0) + v.detach().float()
         count += 1
+        if it % args.print_freq == 0 or it == steps - 1:  # the host reads the losses only here
+            watch_g.check(), watch_d.check()
         if main and (it % args.print_freq == 0 or it == steps - 1):
             scalars = {k: float(v.detach()) for k, v in parts.items()}
             bar.set_postfix({k: f"{v:.4f}" for k, v in scalars.items()})
             if logger is not None:
                 logger.log(global_step, epoch=epoch, lr=opt_g.param_groups[0]["lr"], **scalars, **timer.lap())
+    watch_g.check(), watch_d.check()  # before this epoch's checkpoints
     return {k: float(v) / max(count, 1) for k, v in sums.items()}
 
 

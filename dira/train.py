@@ -33,6 +33,7 @@ from shared.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_s
 from shared.distributed import init_distributed, seed_everything
 from shared.runfolder import set_metrics_aside, setting_differences
 from shared.runlog import RunLogger, drop_rows_after, save_image_grid
+from shared.startup import check_shared_memory
 from shared.weights import strip_prefix
 
 METHOD_DEFAULTS = {  # (--lr, --wd) where they are not given: each method's own paper
@@ -323,6 +324,8 @@ def train_process(rank, world_size, device, per_node, args):
                                                persistent_workers=args.persistent_workers and workers > 0)
                    for s, smp_ in zip((train_set, val_set), samplers)]
     train_loader, val_loader = loaders
+    views = 2 if args.mode == "di" else 3  # two views (and the restoration target), RGB float32
+    check_shared_memory(workers, batch_size * views * 3 * args.img_size ** 2 * 4, "--workers (-j)")
     for name, loader, ds in (("train", train_loader, train_set), ("validation", val_loader, val_set)):
         if len(loader) == 0:
             raise ValueError(f"the {name} list has {len(ds)} images, fewer than one batch per process "

@@ -7,7 +7,7 @@ import torch
 from lovt.models import BiModalModel
 from lovt.models.config import config_to_dict, model_config
 from shared.checkpoint import fault_kill_at_step
-from shared.guards import check_finite_loss, inject_nan
+from shared.guards import LossWatch, inject_nan
 
 
 def cosine_factor(mode: str, steps_per_epoch: int, total_steps: int):
@@ -55,6 +55,7 @@ class BiModalModelRepresentationLearner(pl.LightningModule):
         if cfg.load_checkpoint_path:
             self._warm_start(cfg.load_checkpoint_path, cfg.component_loaded_from_checkpoint)
         self.attention_examples = []  # (scan, sentences, probs) of a few validation studies, for plots
+        self.loss_watch = None  # made when training starts (device and precision known)
 
     def _warm_start(self, path, components):
         """Initialise the named components (model_a, model_b, ll_attention) from a pre-training checkpoint
@@ -97,11 +98,26 @@ class BiModalModelRepresentationLearner(pl.LightningModule):
         fault_kill_at_step(self.global_step)  # tests only (SSL_MED_FAULT_KILL_STEP: kill -9 here); inert otherwise
         loss, outputs = self._step(batch, "train")
         loss = inject_nan(loss, self.global_step)  # tests only (SSL_MED_FAULT_NAN_STEP); inert otherwise
-        if self.config.terminate_on_nan:  # raised before backward: the weights stay those before this step
-            check_finite_loss(loss, self.global_step, f"optimizer step; epoch {self.current_epoch}, batch "
-                              f"{batch_idx}; pretrain_model.terminate_on_nan=true stops the run")
+        if self.loss_watch is not None:  # on a CPU raised before backward: the weights stay those before it
+            self.loss_watch.observe(loss, self.global_step, f"optimizer step; epoch {self.current_epoch}, batch "
+                                    f"{batch_idx}; pretrain_model.terminate_on_nan=true stops the run")
         # detached pre-projection global vectors for the online CheXpert probes (callbacks)
         return {"loss": loss, "yg_a": outputs["yg_a"].detach(), "yg_b": outputs["yg_b"].detach()}
+
+    def on_train_start(self):
+        """pretrain_model.terminate_on_nan: watch the loss (read on the host at each logging interval and before
+        every checkpoint; with fp16 mixed precision, non-finite steps are the GradScaler's to skip)."""
+        if self.config.terminate_on_nan:
+            scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+            self.loss_watch = LossWatch(self.device, scaler, parameters=self.parameters())
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self.loss_watch is not None and self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
+            self.loss_watch.check()
+
+    def on_save_checkpoint(self, checkpoint):
+        if self.loss_watch is not None:
+            self.loss_watch.check()
 
     def validation_step(self, batch, batch_idx):
         loss, outputs = self._step(batch, "val")

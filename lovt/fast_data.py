@@ -11,6 +11,7 @@
 import torch
 
 from lovt.datamodule import PretrainDataModule
+from shared.checkpoint import set_generator_state
 
 DATA_PATHS = ("files", "cache")
 AUGMENT_ON = ("auto", "device", "workers")
@@ -77,7 +78,7 @@ class FastPretrainDataModule(PretrainDataModule):
             rank = trainer.global_rank if trainer is not None else 0
             self.augment_generator = torch.Generator().manual_seed(torch.initial_seed() + rank)
             if self._restored_rng is not None:
-                self.augment_generator.set_state(self._restored_rng)
+                set_generator_state(self.augment_generator, self._restored_rng)
         self.datasets = {}
         for split in ("train", "validation", "test"):
             val = split != "train" and not self.config.augment_on_validation
@@ -108,7 +109,7 @@ class FastPretrainDataModule(PretrainDataModule):
     def load_state_dict(self, state_dict):
         self._restored_rng = state_dict.get("augment_rng")
         if self._restored_rng is not None and self.augment_generator is not None:  # Lightning: after setup
-            self.augment_generator.set_state(self._restored_rng)
+            set_generator_state(self.augment_generator, self._restored_rng)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
         if isinstance(batch, dict) and "scan_uint8" in batch:

@@ -36,6 +36,7 @@ from lovt.probe import build_probe_callbacks
 from shared.checkpoint import rng_state, save_atomic, set_rng_state
 from shared.runfolder import set_metrics_aside, setting_differences
 from shared.runlog import drop_rows_after
+from shared.startup import check_shared_memory
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent / "configs")
@@ -207,6 +208,9 @@ def run_training(cfg: DictConfig, run_dir, datasets=None) -> dict:
         torch.backends.cudnn.benchmark = bool(perf.get("cudnn_benchmark", False))
         torch.set_float32_matmul_precision(perf.get("matmul_precision", "highest"))
     num_workers = 0 if cfg.debug else cfg.num_dataloader_workers
+    side = pretrain_cfg.encoder_a.input_size  # scans as float32 RGB (upper bound: the cache path holds uint8)
+    check_shared_memory(num_workers, pretrain_cfg.batch_size * 3 * 4 * int(side[0]) * int(side[-1]),
+                        "num_dataloader_workers=")
     module = BiModalModelRepresentationLearner(cfg.pretrain_model, dataset=cfg.pretrain_dataset,
                                                num_workers=num_workers, models_base_path=base)
     if torch.cuda.is_available() and perf.get("channels_last", False):

@@ -5,7 +5,9 @@ weights      load_pretrained: every checkpoint layout of the five originals, wit
 losses       soft Dice (the seeds' smoothing) and its multi-class form
 checkpoint   atomic checkpoint writing, weights_only-safe RNG state for exact resumption
 distributed  torchrun/DDP set-up that also runs as one CPU process
-guards       stop on a non-finite loss naming the step (and the test-only NaN injection hook)
+guards       stop on a non-finite loss naming the step, without a per-step host sync; fp16 skips left to
+             the GradScaler (and the test-only NaN injection hook)
+startup      start-up settings and checks: cuDNN autotuning, /dev/shm against what the loader workers hold
 runfolder    runs side by side in a folder, their files named after them; refuse a same-named run of other settings
 runlog       run folder: config, metrics CSV, TensorBoard, plots and image grids
 timing       time blocked in the loader's next() vs the whole step (data_wait_s / step_s columns)

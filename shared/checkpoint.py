@@ -11,6 +11,7 @@ import random
 import re
 import signal
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -146,14 +147,41 @@ def rng_state():
 
 
 def set_rng_state(state):
-    """Restore what `rng_state` captured."""
+    """Restore what `rng_state` captured, from a checkpoint loaded onto any device and on any number of GPUs.
+
+    The RNG tensors may arrive on the training device (load_checkpoint(..., map_location=device)): they are
+    moved back to CPU bytes, the only form the generators accept. CUDA states are restored for the GPUs this
+    machine has; a warning names those that could not be (fewer GPUs, or none, than when it was saved)."""
     random.setstate(_lists_to_tuples(state["python"]))
     np_state = state["numpy"]
-    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
-                         np_state["has_gauss"], np_state["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    np.random.set_state(("MT19937", np_state["keys"].cpu().numpy().astype(np.uint32), int(np_state["pos"]),
+                         int(np_state["has_gauss"]), float(np_state["cached_gaussian"])))
+    torch.set_rng_state(cpu_bytes(state["torch"]))
+    if "cuda" in state:
+        set_cuda_rng_states(state["cuda"])
+
+
+def cpu_bytes(rng_tensor):
+    """An RNG state tensor as torch's generators accept it: a CPU uint8 tensor (wherever it was loaded)."""
+    return rng_tensor.detach().to("cpu", torch.uint8)
+
+
+def set_generator_state(generator, state):
+    """generator.set_state(state) for a state tensor loaded onto any device (a DataLoader's or sampler's)."""
+    generator.set_state(cpu_bytes(state))
+
+
+def set_cuda_rng_states(states):
+    """Restore the per-GPU CUDA generator states that this machine has GPUs for; warn about the rest."""
+    states = list(states)
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for index, cuda_state in enumerate(states[:gpus]):
+        torch.cuda.set_rng_state(cpu_bytes(cuda_state), index)
+    if len(states) > gpus:
+        lost = list(range(gpus, len(states)))
+        warnings.warn(f"the checkpoint holds CUDA RNG states of {len(states)} GPU(s), this machine has {gpus}: "
+                      f"restored {min(gpus, len(states))}, not those of GPU(s) {lost} (their random streams, "
+                      "e.g. dropout or GPU-side augmentation, start afresh)", stacklevel=3)
 
 
 def _tuples_to_lists(x):

@@ -48,7 +48,7 @@ def init_distributed(backend=None, always=False, device=None):
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device is None:
         device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    device = resolve_device(device, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if dist.is_available() and dist.is_initialized():
@@ -61,6 +61,16 @@ def init_distributed(backend=None, always=False, device=None):
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
     dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
     return DistInfo(rank, world_size, local_rank, device, True)
+
+
+def resolve_device(device, local_rank=0):
+    """torch.device(device), with an index-less 'cuda' made this process's GPU, cuda:<LOCAL_RANK>.
+
+    torch.cuda.set_device refuses a device without an index, and under torchrun each process owns one GPU."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(local_rank))
+    return device
 
 
 def is_main_process():

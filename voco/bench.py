@@ -171,7 +171,9 @@ def bench_loop(cfg, device, crops_on, amp_dtype, steps, workers, n_volumes=8):
         wait += time.perf_counter() - w0
         if crops_on == "device":
             batch = ds.device_crops(batch, device)
-        train_step(model, model.student, batch, opt, sched, scaler, device, amp, amp_dtype)  # .item() syncs
+        train_step(model, model.student, batch, opt, sched, scaler, device, amp, amp_dtype)
+    if device.type == "cuda":  # train_step returns device tensors: wait for the GPU's last steps
+        torch.cuda.synchronize(device)
     total = time.perf_counter() - t0
     return steps / total, wait / total, peak_gib(device)
 

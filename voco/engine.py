@@ -6,7 +6,7 @@ import torch
 from tqdm import tqdm
 
 from shared.checkpoint import fault_kill_at_step, rng_state, save_atomic
-from shared.guards import check_finite_loss, inject_nan
+from shared.guards import LossWatch, inject_nan
 from shared.timing import StepTimer
 from voco.data import flatten_batch
 
@@ -22,15 +22,18 @@ def pass_indices(n, seed, epoch, rank=0, world_size=1):
 
 
 def train_step(model, student, batch, optimizer, scheduler, scaler, device, amp, amp_dtype,
-               grad_clip=False, max_grad_norm=1.0, step=None):
+               grad_clip=False, max_grad_norm=1.0, step=None, watch=None):
     """One optimiser step: student forward, EMA, teacher forward (inside model.forward), loss,
-    (scaled) backward, optional clipping, step, schedule. Returns the loss parts as floats."""
+    (scaled) backward, optional clipping, step, schedule. Returns the loss parts as detached 0-dim tensors
+    on the device (read them at the logging interval: each read waits for the GPU). `watch`: a
+    shared.guards.LossWatch the loss is reported to (it stops the run on NaN/inf)."""
     img, crops, labels = (t.to(device, non_blocking=True) for t in flatten_batch(batch))
     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
         pos, neg, reg, _ = model(img, crops, labels, student=student)
         loss = pos + neg + reg  # float64 like the original: the labels are float64
     loss = inject_nan(loss, step)
-    check_finite_loss(loss, step)  # stop before NaN reaches the weights (or the EMA teacher's next step)
+    if watch is not None:  # on a CPU it stops here, before NaN reaches the weights (or the EMA teacher)
+        watch.observe(loss, step)
     scaler.scale(loss).backward()
     if grad_clip:  # the original clips only without AMP, i.e. never; here it works with both
         scaler.unscale_(optimizer)
@@ -39,7 +42,15 @@ def train_step(model, student, batch, optimizer, scheduler, scaler, device, amp,
     scaler.update()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return {"loss": loss.item(), "pos": pos.item(), "neg": neg.item(), "reg": reg.item()}
+    return {"loss": loss.detach(), "pos": pos.detach(), "neg": neg.detach(), "reg": reg.detach()}
+
+
+def mean_over_ranks(parts, world_size):
+    """The loss parts as floats, averaged over the ranks (rank 0 alone holds only its share of the batch)."""
+    values = torch.stack([v.double() for v in parts.values()])
+    if world_size > 1:
+        torch.distributed.all_reduce(values)
+    return dict(zip(parts, (values / world_size).tolist()))
 
 
 IDENTITY_KEYS = ("roi_x", "base_roi", "num_crops", "sw_batch_size", "batch_size", "in_channels", "feature_size",
@@ -70,6 +81,8 @@ def train(args, model, student, optimizer, scheduler, scaler, dataset, info, log
     device = info.device
     bar = tqdm(total=args.num_steps, initial=state["global_step"], disable=not info.is_main,
                desc="voco pre-train", dynamic_ncols=True)
+    # with fp16 a non-finite loss is the GradScaler's to skip; read on the host at each log and before saves
+    watch = LossWatch(device, scaler, parameters=model.parameters())
     while state["global_step"] < args.num_steps:
         dataset.set_epoch(state["epoch"])
         indices = pass_indices(len(dataset), args.seed, state["epoch"], info.rank, info.world_size)
@@ -86,19 +99,23 @@ def train(args, model, student, optimizer, scheduler, scaler, dataset, info, log
             if make_crops is not None:
                 batch = make_crops(batch, device)
             parts = step_fn(model, student, batch, optimizer, scheduler, scaler, device, amp,
-                            amp_dtype, args.grad_clip, args.max_grad_norm, state["global_step"] + 1)
-            if info.world_size > 1:  # log the mean over ranks, not rank 0's share of the batch
-                vals = torch.tensor(list(parts.values()), dtype=torch.float64, device=device)
-                torch.distributed.all_reduce(vals)
-                parts = dict(zip(parts, (vals / info.world_size).tolist()))
+                            amp_dtype, args.grad_clip, args.max_grad_norm, state["global_step"] + 1, watch)
             state["global_step"] += 1
             state["batch_in_pass"] += 1
             step = state["global_step"]
             lr = optimizer.param_groups[0]["lr"]
+            log_now = step % args.log_every == 0 or step == args.num_steps
+            save_now = step % args.eval_num == 0 or step == args.num_steps or (
+                args.save_every and step % args.save_every == 0)
+            if log_now or save_now:
+                watch.check()  # the host reads the loss here only
+            if log_now:
+                parts = mean_over_ranks(parts, info.world_size)
             if info.is_main:
-                logger.log(step, **parts, lr=lr, **timer.lap())  # data_wait_s, step_s
                 bar.update(1)
-                bar.set_postfix(**{k: f"{v:.3f}" for k, v in parts.items()}, lr=f"{lr:.2e}")
+                if log_now:
+                    logger.log(step, **parts, lr=lr, **timer.lap())  # data_wait_s, step_s
+                    bar.set_postfix(**{k: f"{v:.3f}" for k, v in parts.items()}, lr=f"{lr:.2e}")
                 if step % args.eval_num == 0 or step == args.num_steps:
                     save_atomic(checkpoint(model, optimizer, scheduler, scaler, args, state),
                                 logdir / "model_current_epoch.pt")
@@ -115,6 +132,7 @@ def train(args, model, student, optimizer, scheduler, scaler, dataset, info, log
             continue
         break
     bar.close()
+    watch.check()
     if info.is_main:
         save_atomic(model.state_dict(), logdir / "final_model.pth")
         save_atomic(checkpoint(model, optimizer, scheduler, scaler, args, state),

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from shared.checkpoint import load_checkpoint, load_state, save_atomic
 from shared.distributed import barrier, cleanup, init_distributed, seed_everything
-from shared.guards import check_finite_loss, inject_nan
+from shared.guards import LossWatch, inject_nan
 from shared.runfolder import check_checkpoint_run, claim_run_folder, run_file
 from shared.runlog import RunLogger
 from shared.timing import StepTimer
@@ -333,11 +333,12 @@ def main(argv=None):
     logger.truncate(start_epoch)  # resuming at an epoch: rows logged after it come again
     result = {"mean_dice": None, "organ_dice": None, "best_acc": best_acc}
     step = start_epoch * len(train_loader)  # optimiser steps so far (for the non-finite-loss message)
+    watch = LossWatch(info.device, scaler, parameters=model.parameters())  # fp16: NaN steps are the scaler's
     for epoch in range(start_epoch, args.max_epochs):
         if sampler is not None:
             sampler.set_epoch(epoch)
         ddp.train()
-        t0, losses, timer = time.time(), [], StepTimer(info.device)
+        t0, loss_sum, timer = time.time(), torch.zeros((), device=info.device), StepTimer(info.device)
         for batch in timer.wrap(tqdm(train_loader, desc=f"epoch {epoch}", disable=not info.is_main,
                                      leave=False, dynamic_ncols=True)):
             image, label = batch["image"].to(info.device), batch["label"].to(info.device)
@@ -347,18 +348,19 @@ def main(argv=None):
                 loss = loss_fn(ddp(image), label)
             step += 1
             loss = inject_nan(loss, step)
-            check_finite_loss(loss, step, f"epoch {epoch + 1}")  # stop before NaN reaches the weights
+            watch.observe(loss, step, f"epoch {epoch + 1}")  # CPU: stops before NaN reaches the weights
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             if args.lr_per_iteration:
                 scheduler.step()
-            losses.append(loss.item())
+            loss_sum += loss.detach()  # summed on the device: no host sync per step
+        watch.check()  # once per epoch (the logging interval), before this epoch's checkpoints
         timing = timer.lap()
         if not args.lr_per_iteration:
             scheduler.step()
-        logger.log(epoch + 1, train_loss=float(np.mean(losses)), lr=optimizer.param_groups[0]["lr"],
-                   epoch_time_s=time.time() - t0, **timing)
+        logger.log(epoch + 1, train_loss=float(loss_sum) / max(1, len(train_loader)),
+                   lr=optimizer.param_groups[0]["lr"], epoch_time_s=time.time() - t0, **timing)
         if (epoch + 1) % args.val_every == 0 or epoch + 1 == args.max_epochs:
             if info.is_main:
                 mean, organs, per_case, cases = validate(args, model, val_loader, info.device, amp, amp_dtype,

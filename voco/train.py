@@ -21,6 +21,7 @@ from shared.checkpoint import load_checkpoint, load_state, set_rng_state
 from shared.distributed import cleanup, init_distributed, seed_everything
 from shared.runfolder import check_checkpoint_run, claim_run_folder, run_file
 from shared.runlog import RunLogger
+from shared.startup import check_shared_memory
 from voco import engine
 from voco.data import build_pretrain_dataset, count_skipped, crops_figure, load_datalist
 from voco.device_crops import CROPS_ON, VolumesWithParameters, resolve_crops_on
@@ -104,6 +105,8 @@ def get_parser():
     p.add_argument("--sync_bn", default=True, type=str2bool,
                    help="head BN statistics over all GPUs under DDP (the original converts to SyncBN)")
     # --- run bookkeeping
+    p.add_argument("--log_every", default=1, type=int,
+                   help="log (and read the loss on the host) every N steps; 1 = the original's every step")
     p.add_argument("--save_every", default=1000, type=int, help="model_step<N>.pt every N steps (0: off)")
     p.add_argument("--finish_pass", default=False, type=str2bool,
                    help="finish the pass in which num_steps is reached (the original's overrun)")
@@ -145,6 +148,15 @@ def build_datalist(args):
     return items
 
 
+def batch_bytes(args, dataset, crops_on):
+    """Bytes of one loader batch: whole volumes (crops made on the device) or the float32 crops and views."""
+    if crops_on == "device":
+        volume = dataset.load_readable(0)[1]
+        return args.batch_size * int(getattr(volume, "nbytes", 0) or volume.numel() * volume.element_size())
+    side = args.roi_x * (2 if args.double_input else 1)
+    return args.batch_size * (args.sw_batch_size + args.num_crops ** 2) * args.in_channels * side ** 3 * 4
+
+
 def main(argv=None):
     parser = get_parser()
     parser.set_defaults(**v2.recipe_defaults(sys.argv[1:] if argv is None else argv))  # v1: none
@@ -154,6 +166,8 @@ def main(argv=None):
     info = init_distributed(device=args.device)
     seed_everything(args.seed)  # same on every rank: student and teacher start identical everywhere
     torch.backends.cudnn.benchmark = True
+    if args.log_every < 1:
+        raise SystemExit(f"--log_every must be at least 1, got {args.log_every}")
 
     if args.recipe != "v1":
         model, student = v2.build_model(args, info)
@@ -216,6 +230,8 @@ def main(argv=None):
         if state["global_step"] == 0:
             crops_figure(dataset.load_readable(0)[1], dataset.crops,
                          run_file(args.logdir, RUN_NAME, "crops.png"), args.seed)
+    if args.workers > 0:
+        check_shared_memory(args.workers, batch_bytes(args, dataset, crops_on), "--workers")
     probe = online_probe(args, model if args.recipe == "v1" else v2.probe_model(model), logger, info.device,
                          info.is_main)
     state = engine.train(args, model, student, optimizer, scheduler, scaler, dataset, info, logger,

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from shared.checkpoint import save_atomic
 from shared.distributed import seed_everything
-from shared.guards import check_finite_loss, inject_nan
+from shared.guards import LossWatch, inject_nan
 from shared.runlog import RunLogger
 from shared.timing import StepTimer
 
@@ -151,6 +151,7 @@ def run_downstream(task, backbone_weights, out_dir, *, learning_rate=None, seed=
               "num_samples": {s: len(ds) for s, ds in splits.items()}}
     log = RunLogger(out_dir, config=config)
     best, best_epoch, bad_epochs, step, t0 = -math.inf, -1, 0, 0, time.perf_counter()
+    watch = LossWatch(device, scaler, parameters=model.parameters())  # fp16: non-finite steps are the scaler's
     best_path = out_dir / "checkpoints" / "best.pt"
     for epoch in range(max_epochs):
         bar = tqdm(loaders["train"], desc=f"{task.name} epoch {epoch}", disable=not progress, leave=False)
@@ -165,7 +166,8 @@ def run_downstream(task, backbone_weights, out_dir, *, learning_rate=None, seed=
             with torch.autocast(device.type, enabled=amp):
                 loss, parts = evaluator.loss(batch, frozen, device)
             loss = inject_nan(loss, step)  # tests only (SSL_MED_FAULT_NAN_STEP); inert otherwise
-            check_finite_loss(loss, step, f"{task.name}, epoch {epoch}")
+            watch.observe(loss, step, f"{task.name}, epoch {epoch}")
+            watch.check()  # every step: this loop logs (reads) the loss every step anyway
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

@@ -32,13 +32,21 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from tqdm import tqdm
 
-from shared.checkpoint import load_checkpoint, load_state, rng_state, save_atomic, set_rng_state
+from shared.checkpoint import (
+    load_checkpoint,
+    load_state,
+    rng_state,
+    save_atomic,
+    set_generator_state,
+    set_rng_state,
+)
 from shared.distributed import barrier, cleanup, init_distributed, seed_everything
 from shared.genesis.amp import amp_guard, use_amp
-from shared.guards import check_finite_loss, inject_nan
+from shared.guards import LossWatch, inject_nan
 from shared.losses import dice_coef_loss, dice_score
 from shared.runfolder import check_checkpoint_run, claim_run_folder, run_file
 from shared.runlog import RunLogger
+from shared.startup import check_shared_memory, cudnn_autotune
 from shared.timing import StepTimer
 from shared.unet3d import UNet3D
 from shared.weights import load_pretrained
@@ -328,6 +336,7 @@ def run(args, task, info=None):
 
 def _run(args, task, info, amp):
     device = info.device
+    cudnn_autotune(device)  # fixed-size cubes: cuDNN picks its fastest 3D convolutions once
     seed_everything(args.seed)  # the same on every rank: one split, one initialisation
     size = (args.input_rows, args.input_cols, args.input_deps)
     if args.luna16:
@@ -337,6 +346,8 @@ def _run(args, task, info, amp):
         data = load_split_arrays(args.data_dir)
     n_class = getattr(args, "n_class", 1)
     check_labels(data, task, n_class)
+    check_shared_memory(args.num_workers, 2 * 4 * args.batch_size * size[0] * size[1] * size[2],
+                        "--num_workers")  # a batch of float32 cubes and their labels/masks
     loaders, sampler = {}, None
     for s, (x, y) in data.items():
         ds = TensorDataset(torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y))
@@ -380,28 +391,31 @@ def _run(args, task, info, amp):
             load_state(optimizer, ckpt["optimizer_state_dict"], path, "optimizer state")
             start, best, bad, step = ckpt["epoch"], ckpt["best_loss"], ckpt["num_epoch_no_improvement"], ckpt["step"]
             set_rng_state(ckpt["rng_state"])
-            loaders["train"].generator.set_state(ckpt["loader_generator"])
+            set_generator_state(loaders["train"].generator, ckpt["loader_generator"])
             logger.truncate(step)  # rows logged after the checkpoint come again
         elif args.resume != "auto":
             raise FileNotFoundError(f"--resume {path}: no such checkpoint")
+    loss_watch = LossWatch(device, parameters=model.parameters())  # no scaler: bf16 or fp32
     for epoch in range(start, args.nb_epoch):
         t0 = time.time()
         if sampler is not None:
             sampler.set_epoch(epoch)
         net.train()
-        total, count, timer = 0.0, 0, StepTimer(device)
+        total, count, timer = torch.zeros((), device=device), 0, StepTimer(device)
         bar = tqdm(loaders["train"], desc=f"epoch {epoch + 1}", leave=False, disable=not info.is_main)
         for x, y in timer.wrap(bar):
             x, y = x.to(device), y.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 out = net(x)
             loss = inject_nan(_loss(task, out, y, n_class), step + 1)
-            check_finite_loss(loss, step + 1, f"epoch {epoch + 1}")  # stop before NaN reaches the weights
+            loss_watch.observe(loss, step + 1, f"epoch {epoch + 1}")  # CPU: stops before backward
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step += 1
-            total, count = total + loss.item() * len(x), count + len(x)
+            total, count = total + loss.detach() * len(x), count + len(x)  # summed on the device: no sync
+        loss_watch.check()  # once per epoch (the logging interval), before this epoch's checkpoints
+        total = float(total)
         timing = timer.lap()
         val_loss, val_metric = evaluate(model, loaders["val"], task, n_class, device, amp, "val")
         logger.log(step, epoch=epoch + 1, train_loss=total / max(count, 1), val_loss=val_loss,

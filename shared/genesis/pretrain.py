@@ -32,9 +32,10 @@ from shared.genesis.amp import amp_guard, use_amp
 from shared.genesis.data import EpochBatches, RestorationBatches, batch_rng, load_patterns
 from shared.genesis.probe import add_probe_args, online_probe
 from shared.genesis.restoration import TRANSFORMS, central_slices, restoration_pair
-from shared.guards import check_finite_loss, inject_nan
+from shared.guards import LossWatch, inject_nan
 from shared.runfolder import check_checkpoint_run, claim_run_folder, run_file
 from shared.runlog import RunLogger, save_image_grid
+from shared.startup import check_shared_memory, cudnn_autotune
 from shared.timing import StepTimer
 from shared.unet3d import ClassificationNet3D, YNet3D
 from shared.weights import load_pretrained
@@ -148,6 +149,7 @@ class Trainer:
         self.last_path = run_file(self.run_dir, args.exp_name, "last.pt")
         self.on_device = args.transform_on == "device" or (args.transform_on == "auto" and self.device.type == "cuda")
         self.amp = use_amp(args.amp, self.device)
+        cudnn_autotune(self.device)  # fixed-size cubes: cuDNN picks its fastest 3D convolutions once
 
         if args.data_dir is None:
             raise ValueError("--data_dir is required (the pattern generator's output folder)")
@@ -180,8 +182,12 @@ class Trainer:
         self.logger = RunLogger(self.run_dir, wandb=args.wandb, enabled=self.info.is_main, name=args.exp_name,
                                 config={k: v for k, v in vars(args).items()})
         self.probe = online_probe(args, self.model, self.logger, self.device, self.info.is_main)
+        self.loss_watch = LossWatch(self.device, parameters=self.model.parameters())  # no scaler: bf16 or fp32
         if args.resume:
             self.resume(args.resume)
+        cube_bytes = 4 * args.input_rows * args.input_cols * args.input_deps  # float32, one channel
+        check_shared_memory(args.num_workers, args.batch_size * cube_bytes * (1 if self.on_device else 2),
+                            "--num_workers")  # raw cubes, or transformed inputs and targets
         self.train_loader, self.train_batches = self._loader(self.train_cubes, "train", shuffle=True)
         self.val_loader, self.val_batches = self._loader(self.val_cubes, "val", shuffle=True)
 
@@ -259,7 +265,7 @@ class Trainer:
             inputs, targets, labels, _ = self._prepare(batch, "train")
             _, (loss, mse, ce) = self._forward(inputs, targets, labels)
             loss = inject_nan(loss, self.step + 1)
-            check_finite_loss(loss, self.step + 1, f"epoch {epoch + 1}")  # stop before NaN reaches the weights
+            self.loss_watch.observe(loss, self.step + 1, f"epoch {epoch + 1}")  # CPU: stops before backward
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -267,12 +273,14 @@ class Trainer:
             n = inputs.shape[0]
             sums += torch.stack([loss.detach() * n, mse.detach() * n, ce.detach() * n,
                                  torch.tensor(float(n), device=self.device)])
-            if self.step % 5 == 0 or self.step == 1:
+            if self.step % 5 == 0 or self.step == 1:  # the host reads the loss only here
+                self.loss_watch.check()
                 bar.set_postfix(loss=f"{loss.item():.4f}")
                 self.logger.log(self.step, train_loss=loss.item(), train_mse=mse.item(), train_ce=ce.item(),
                                 **timer.lap())
             if self.args.max_steps and self.step >= self.args.max_steps:
                 break
+        self.loss_watch.check()  # before validation and the checkpoints of this epoch
         sums = _all_reduce(sums)
         return (sums[:3] / sums[3].clamp(min=1)).tolist()
 

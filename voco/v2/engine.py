@@ -3,22 +3,25 @@ which calls this through its `step_fn`."""
 
 import torch
 
-from shared.guards import check_finite_loss, inject_nan
+from shared.guards import inject_nan
 from voco.data import flatten_batch
 
 LOSS_COLUMNS = ("loss", "intra", "inter", "reg")
 
 
 def train_step(model, net, batch, optimizer, scheduler, scaler, device, amp, amp_dtype,
-               grad_clip=False, max_grad_norm=1.0, step=None):
+               grad_clip=False, max_grad_norm=1.0, step=None, watch=None):
     """One optimiser step of VoCoV2 `model` (`net` is it, or its DDP wrapper): backbone + student head
-    forward, EMA of the head, teacher forward, intra + inter + reg, (scaled) backward, step, schedule."""
+    forward, EMA of the head, teacher forward, intra + inter + reg, (scaled) backward, step, schedule.
+    Returns the loss parts as detached 0-dim tensors on the device, read at the logging interval; `watch`:
+    the shared.guards.LossWatch the loss is reported to, as in voco.engine.train_step."""
     img, crops, labels = (t.to(device, non_blocking=True) for t in flatten_batch(batch))
     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
         intra, inter, reg, _ = net(img, crops, labels, step=step)
         loss = intra + inter + reg  # float64: intra follows the float64 labels, as in the original
     loss = inject_nan(loss, step)
-    check_finite_loss(loss, step)
+    if watch is not None:  # on a CPU it stops here, before NaN reaches the weights (or the EMA teacher)
+        watch.observe(loss, step)
     scaler.scale(loss).backward()
     if grad_clip:  # the original clips only without AMP (never, as shipped); here with both
         scaler.unscale_(optimizer)
@@ -27,4 +30,4 @@ def train_step(model, net, batch, optimizer, scheduler, scaler, device, amp, amp
     scaler.update()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return {"loss": loss.item(), "intra": intra.item(), "inter": inter.item(), "reg": reg.item()}
+    return {"loss": loss.detach(), "intra": intra.detach(), "inter": inter.detach(), "reg": reg.detach()}

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from shared.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from shared.checkpoint import load_checkpoint, rng_state, save_atomic, set_generator_state, set_rng_state
 from shared.genesis.ct_volumes import VolumeReadError, read_volume, to_unit_range
 from shared.genesis.self_discovery.models import Autoencoder3D
 from shared.genesis.self_discovery.volumes import resize_cube
@@ -80,7 +80,7 @@ def _epoch(model, volumes, batch_size, optimizer=None, generator=None, device="c
     model.train(train)
     order = torch.randperm(len(volumes), generator=generator) if train else torch.arange(len(volumes))
     n_batches = len(volumes) // batch_size
-    mse = mae = 0.0
+    mse = mae = torch.zeros((), device=device)  # summed on the device: no host sync per batch
     with torch.set_grad_enabled(train):
         for b in range(n_batches):
             x = torch.from_numpy(volumes[order[b * batch_size:(b + 1) * batch_size].numpy()])[:, None].to(device)
@@ -90,9 +90,9 @@ def _epoch(model, volumes, batch_size, optimizer=None, generator=None, device="c
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-            mse += loss.item()
-            mae += F.l1_loss(y.detach(), x).item()
-    return mse / n_batches, mae / n_batches
+            mse = mse + loss.detach()
+            mae = mae + F.l1_loss(y.detach(), x)
+    return float(mse) / n_batches, float(mae) / n_batches
 
 
 def train_autoencoder(data_dir, model_path="Checkpoints/Autoencoder", arch="Unet", width=32,
@@ -142,7 +142,7 @@ def train_autoencoder(data_dir, model_path="Checkpoints/Autoencoder", arch="Unet
         model.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer_state_dict"])
         scheduler.load_state_dict(ckpt["scheduler_state_dict"])
-        generator.set_state(ckpt["generator"])
+        set_generator_state(generator, ckpt["generator"])
         set_rng_state(ckpt["rng"])
         start, best_loss, no_improvement = ckpt["epoch"], ckpt["best_loss"], ckpt["num_epoch_no_improvement"]
     logger = RunLogger(model_path, tensorboard=tensorboard, config=dict(config, lr=lr, batch_size=batch_size),
