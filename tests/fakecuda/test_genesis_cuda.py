@@ -40,8 +40,8 @@ def test_pretrain_steps_saves_and_resumes_on_cuda(train, patterns, tmp_path, cud
     assert first["steps"] == 3
     assert ("set_device", torch.device("cuda")) not in cuda.calls  # resolved to cuda:0 first
     assert torch.backends.cudnn.benchmark  # fixed-size cubes: autotuned on CUDA
-    last = tmp_path / "en_de" / "last.pt"
     resumed = train.main([*argv, "--nb_epoch", "2", "--resume"])  # RNG states come back onto cuda
+    (last,) = (tmp_path / "en_de").glob("*.last.pt")  # <exp_name>.last.pt
     assert resumed["steps"] == 6
     saved = torch.load(last, weights_only=True, map_location="cpu")
     assert saved["epoch"] == 2 and torch.isfinite(next(iter(saved["state_dict"].values()))).all()
@@ -135,4 +135,4 @@ def test_on_cuda_a_nan_loss_is_found_at_the_next_check_and_nothing_after_it_is_s
                                                  r"step 3"):
         sg_train.main(["--data_dir", str(patterns), "--output_dir", str(tmp_path), *TINY, "--device", "cuda",
                        "--amp", "off", "--nb_epoch", "1"])
-    assert not (tmp_path / "en_de" / "last.pt").exists()
+    assert not list((tmp_path / "en_de").glob("*.last.pt"))

@@ -32,7 +32,7 @@ def btcv_json(tmp_path_factory):
 
 
 def rows(logdir):
-    with open(logdir / "metrics.csv", newline="") as f:
+    with open(logdir / "voco_pretrain.metrics.csv", newline="") as f:
         return [r for r in csv.DictReader(f) if r.get("loss")]
 
 
