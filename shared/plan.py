@@ -1,0 +1,298 @@
+"""Will it fit? FLOPs, memory and GPU-hours of one training configuration, worked out without a GPU.
+
+Every training CLI takes `--plan` (flags from `add_plan_args`): instead of training, the method builds its
+model(s), optimizer(s) and one training step from its own parsed flags (a `Plan`), and `run_plan` prints:
+
+- FLOPs per sample, forward + backward (torch.utils.flop_counter.FlopCounterMode; with activation
+  checkpointing this includes the recomputed forward, which the GPU also spends time on);
+- memory: parameters + buffers, gradients, optimizer state, activations and temporaries, and the peak;
+- whether that fits the memory of `--plan_gpu` (shared/gpus.py), and the largest batch that would;
+- GPU-hours of the configured schedule at `--plan_mfu` of the device's peak for the precision used.
+
+How the memory is found: the step runs twice under FakeTensorMode, where tensors have shapes, dtypes and
+devices but no data, so a batch of 96^3 volumes costs milliseconds and no RAM. `LiveBytes`, a
+TorchDispatchMode, sees every tensor each operation creates and, through a weak reference to its storage,
+when it is freed; the peak of the live bytes during the second step (the first creates the optimizer state)
+is the estimate, split by what the live storages held at that moment. Each storage is rounded up to the CUDA
+caching allocator's 512-byte blocks. What no tracker of tensors sees: the CUDA context, cuDNN/cuBLAS
+workspaces and the allocator's fragmentation, hence the margin in `NEEDED` below.
+
+Fake tensors live on the CPU here (autograd needs a real CUDA context for fake CUDA tensors), so mixed
+precision is CPU autocast to the same dtype: convolutions and matmuls, which hold nearly all the bytes and
+FLOPs, are cast as on a GPU; a few small ops may keep another dtype than CUDA autocast gives them.
+"""
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.flop_counter import FlopCounterMode
+
+from shared.gpus import GPUS, find_gpu, gpu_names
+
+GIB = 2**30
+CUDA_BLOCK = 512                    # the CUDA caching allocator rounds every allocation up to this
+NEEDED_FACTOR, NEEDED_EXTRA_GIB = 1.10, 1.0   # fragmentation; CUDA context + cuDNN/cuBLAS workspaces
+CATEGORIES = ("parameters", "gradients", "optimizer", "activations")
+CONV_OPS = ("convolution", "convolution_backward")
+
+
+def add_plan_args(parser, samples_help="training samples per epoch (default: the original dataset's size)"):
+    """The planner's flags, the same in every CLI."""
+    g = parser.add_argument_group("planning (--plan: FLOPs, memory, fit and GPU-hours of this configuration; "
+                                  "no GPU, no data needed)")
+    g.add_argument("--plan", action="store_true",
+                   help="print the plan of the configuration the other flags describe, then exit")
+    g.add_argument("--plan_gpu", default="H100", help=f"device to fit: {', '.join(gpu_names())}")
+    g.add_argument("--plan_mfu", type=float, default=0.35,
+                   help="model-FLOP utilisation assumed for the GPU-hours (fraction of the precision's peak)")
+    g.add_argument("--plan_samples", type=int, default=None, help=samples_help)
+    return g
+
+
+@dataclass
+class Plan:
+    """One method's training configuration, as its flags describe it.
+
+    build() runs under the planner's fake mode and returns (modules, optimizers, step): the modules holding
+    the parameters (a dict name -> nn.Module), the optimizers, and a function that makes one batch and runs
+    one training step on it (forward, loss, backward, optimizer steps), exactly as the method's loop does.
+    """
+    method: str
+    config: str                       # one line: model, input and batch sizes
+    precision: str                    # fp32, bf16 or fp16 (what runs on a GPU with these flags)
+    checkpointing: bool
+    sample: str                       # what one sample is: "cube", "volume", "image", ...
+    samples_per_step: int
+    epoch_samples: int                # samples of one pass of the schedule
+    epochs: float                     # passes in the schedule (steps / steps per pass where steps are given)
+    schedule: str                     # how the schedule was counted, in words
+    build: Callable
+    batch_flag: str = "--batch_size"  # the flag setting samples_per_step (for the "largest batch" hint)
+    batch_per_flag: int = 1           # samples per unit of batch_flag
+    notes: list = field(default_factory=list)
+
+
+class LiveBytes(TorchDispatchMode):
+    """Bytes of the tensor storages alive, by category, and their peak; storages rounded up to `block`."""
+
+    def __init__(self, block=CUDA_BLOCK):
+        super().__init__()
+        self.block = block
+        self.info = {}          # id(storage) -> [bytes, category, weakref]
+        self.now = dict.fromkeys(CATEGORIES, 0)
+        self.peak, self.at_peak = 0, dict(self.now)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self.track(t)
+        return out
+
+    def _storage(self, t):
+        try:
+            return t.untyped_storage()
+        except (RuntimeError, NotImplementedError):  # sparse or other storage-less tensors
+            return None
+
+    def track(self, t, category="activations"):
+        st = self._storage(t)
+        if st is None:
+            return
+        key = id(st)
+        entry = self.info.get(key)
+        if entry is not None and entry[2]() is st:
+            if category != "activations":
+                self.retag(t, category)
+            return
+        size = st.nbytes()
+        if self.block:
+            size = -(-size // self.block) * self.block
+        ref = weakref.ref(st, lambda _ref, key=key: self._freed(key, _ref))
+        self.info[key] = [size, category, ref]
+        self.now[category] += size
+        total = sum(self.now.values())
+        if total > self.peak:
+            self.peak, self.at_peak = total, dict(self.now)
+
+    def retag(self, t, category):
+        """Count a tracked tensor's storage under another category (a gradient, an optimizer state)."""
+        st = self._storage(t)
+        entry = self.info.get(id(st)) if st is not None else None
+        if entry is None or entry[2]() is not st:
+            self.track(t, category)
+            return
+        self.now[entry[1]] -= entry[0]
+        self.now[category] += entry[0]
+        entry[1] = category
+
+    def _freed(self, key, ref):
+        entry = self.info.get(key)
+        if entry is not None and entry[2] is ref:
+            self.now[entry[1]] -= entry[0]
+            del self.info[key]
+
+    def reset_peak(self):
+        self.peak, self.at_peak = sum(self.now.values()), dict(self.now)
+
+
+@dataclass
+class Estimate:
+    parameters: int                   # count
+    trainable: int
+    at_peak: dict                     # bytes per category at the peak
+    peak: int                         # bytes
+    flops_per_step: int
+    conv_flops_per_step: int          # the part in convolutions (TF32 on a GPU in fp32)
+
+
+def _tensors_of(optimizer):
+    return [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+
+
+def estimate(plan, block=CUDA_BLOCK, fake=True):
+    """Build the plan's step and run it twice; the second step's FLOPs and peak of live bytes.
+    fake=False runs it for real on the CPU (small configurations: the tests compare the two)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    tracker = LiveBytes(block)
+    mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else _Nothing()
+    with mode, tracker:
+        modules, optimizers, step = plan.build()
+        params = {id(p): p for m in modules.values() for p in m.parameters()}
+        for m in modules.values():
+            for t in [*m.parameters(), *m.buffers()]:
+                tracker.retag(t, "parameters")
+        hooks = [p.register_post_accumulate_grad_hook(lambda p: tracker.retag(p.grad, "gradients"))
+                 for p in params.values() if p.requires_grad]
+        step()  # the first step creates the optimizer state (and lazy buffers)
+        for opt in optimizers:
+            for t in _tensors_of(opt):
+                tracker.retag(t, "optimizer")
+        tracker.reset_peak()
+        with FlopCounterMode(display=False) as flops:
+            step()
+        for h in hooks:
+            h.remove()
+    counts = flops.get_flop_counts().get("Global", {})
+    conv = sum(v for op, v in counts.items() if str(op).split(".")[-1] in CONV_OPS)
+    return Estimate(parameters=sum(p.numel() for p in params.values()),
+                    trainable=sum(p.numel() for p in params.values() if p.requires_grad),
+                    at_peak=dict(tracker.at_peak), peak=tracker.peak,
+                    flops_per_step=int(flops.get_total_flops()), conv_flops_per_step=int(conv))
+
+
+class _Nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def measured_cpu_peak(plan):
+    """The real peak of a CPU run of the plan's two steps, in bytes: the parameters and buffers, plus the most
+    the CPU allocator held at once during the steps by its own records (torch.profiler with profile_memory
+    reports every allocation with the allocator's running total). A reference for `estimate`, independent of
+    it (it also sees buffers allocated inside kernels); small configurations only."""
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    modules, optimizers, step = plan.build()
+    before = [t for m in modules.values() for t in [*m.parameters(), *m.buffers()]]
+    base = sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in before}.values())
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()  # the first step allocates gradients and optimizer state inside the profile, so their frees count
+        step()
+    events, peak = list(prof.profiler.kineto_results.experimental_event_tree()), 0
+    while events:
+        e = events.pop()
+        events.extend(e.children)
+        if e.tag == _EventType.Allocation:
+            peak = max(peak, e.extra_fields.total_allocated)
+    return base + peak
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+def precision_peaks(gpu, precision):
+    """(TFLOP/s for convolutions, for everything else) at this precision on this device."""
+    if precision in ("bf16", "fp16"):
+        return gpu.bf16_tflops, gpu.bf16_tflops
+    return gpu.tf32_tflops, gpu.fp32_tflops  # cuDNN convolutions use TF32 by default, matmuls do not
+
+
+def needed_bytes(peak):
+    return peak * NEEDED_FACTOR + NEEDED_EXTRA_GIB * GIB
+
+
+def summarize(plan, est, gpu_name="H100", mfu=0.35):
+    """The plan's numbers as a dict (bytes, FLOPs, hours), for the table and for tests."""
+    gpu = find_gpu(gpu_name)
+    if gpu is None:
+        raise SystemExit(f"--plan_gpu {gpu_name!r}: not in the device table ({', '.join(gpu_names())})")
+    n = plan.samples_per_step
+    needed = needed_bytes(est.peak)
+    memory = gpu.memory_gib * GIB
+    per_sample_act = est.at_peak["activations"] / n
+    fixed = est.peak - est.at_peak["activations"]
+    largest = int((memory - NEEDED_EXTRA_GIB * GIB) / NEEDED_FACTOR - fixed) // max(1, int(per_sample_act))
+    conv_peak, other_peak = precision_peaks(gpu, plan.precision)
+    step_s = (est.conv_flops_per_step / (conv_peak * 1e12)
+              + (est.flops_per_step - est.conv_flops_per_step) / (other_peak * 1e12)) / mfu
+    steps = plan.epochs * plan.epoch_samples / n
+    return {"method": plan.method, "gpu": gpu.name, "gpu_memory_gib": gpu.memory_gib, "mfu": mfu,
+            "parameters": est.parameters, "trainable": est.trainable,
+            "flops_per_sample": est.flops_per_step / n, "bytes": est.at_peak, "peak_bytes": est.peak,
+            "needed_bytes": needed, "fits": needed <= memory, "largest_batch": largest // plan.batch_per_flag,
+            "step_s": step_s, "steps": steps, "gpu_hours": steps * step_s / 3600,
+            "epoch_gpu_hours": plan.epoch_samples / n * step_s / 3600,
+            "peaks_tflops": (conv_peak, other_peak)}
+
+
+def format_plan(plan, s):
+    """The plan as a markdown table (what --plan prints and the READMEs show)."""
+    b = s["bytes"]
+    fit = "**fits**" if s["fits"] else "**does not fit**"
+    conv_peak, other_peak = s["peaks_tflops"]
+    peaks = (f"{conv_peak:g} TFLOP/s" if conv_peak == other_peak else
+             f"{conv_peak:g} TFLOP/s TF32 for convolutions, {other_peak:g} fp32 otherwise")
+    hint = (f"; largest that fits: {plan.batch_flag} {s['largest_batch']}" if s["largest_batch"] >= 1 else
+            "; even one sample per step does not fit")
+    rows = [
+        ("configuration", plan.config),
+        ("precision", f"{plan.precision}, activation checkpointing {'on' if plan.checkpointing else 'off'}"),
+        ("parameters", f"{s['parameters'] / 1e6:.1f} M ({s['trainable'] / 1e6:.1f} M trained)"),
+        (f"FLOPs per {plan.sample} (forward + backward)", f"{s['flops_per_sample'] / 1e9:,.1f} GFLOP"),
+        ("parameters + buffers", _gib(b["parameters"])),
+        ("gradients", _gib(b["gradients"])),
+        ("optimizer state", _gib(b["optimizer"])),
+        (f"activations + temporaries ({plan.samples_per_step} {plan.sample}s per step)", _gib(b["activations"])),
+        ("peak of the step", _gib(s["peak_bytes"])),
+        (f"fits {s['gpu']} ({s['gpu_memory_gib']:g} GiB)?",
+         f"{fit}: needs about {_gib(s['needed_bytes'])} (peak x {NEEDED_FACTOR} + {NEEDED_EXTRA_GIB:g} GiB){hint}"),
+        ("schedule", plan.schedule),
+        (f"GPU-hours at {s['mfu']:.0%} of {peaks}",
+         f"{s['gpu_hours']:,.1f} h ({s['steps']:,.0f} steps of {s['step_s']:.3f} s; "
+         f"{s['epoch_gpu_hours']:,.2f} h per pass)"),
+    ]
+    lines = [f"Plan for {plan.method} on {s['gpu']}:", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in rows]
+    lines += [f"\n- {note}" for note in plan.notes]
+    return "\n".join(lines)
+
+
+def _gib(n):
+    return f"{n / GIB:,.2f} GiB"
+
+
+def run_plan(plan, args):
+    """Estimate, print and return the summary for the flags --plan_gpu and --plan_mfu."""
+    s = summarize(plan, estimate(plan), args.plan_gpu, args.plan_mfu)
+    print(format_plan(plan, s))
+    return s
+
