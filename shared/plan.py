@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode, unset_fake_temporarily
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
+from torch.utils._pytree import tree_leaves, tree_map
+from torch.utils.weak import WeakIdKeyDictionary
 from torch.utils.flop_counter import FlopCounterMode
 
 from shared.gpus import GPUS, find_gpu, gpu_names
@@ -38,6 +40,9 @@ CUDA_BLOCK = 512                    # the CUDA caching allocator rounds every al
 NEEDED_FACTOR, NEEDED_EXTRA_GIB = 1.10, 1.0   # fragmentation; CUDA context + cuDNN/cuBLAS workspaces
 CATEGORIES = ("parameters", "gradients", "optimizer", "activations")
 CONV_OPS = ("convolution", "convolution_backward")
+READS = (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.item.default)
+INDEXING = (torch.ops.aten.index.Tensor, torch.ops.aten.index_put.default, torch.ops.aten.index_put_.default)
+SMALL_CONSTANT = 1024   # elements: tensors made of constants up to this size keep their values under fake mode
 
 
 def add_plan_args(parser, samples_help="training samples per epoch (default: the original dataset's size)"):
@@ -57,9 +62,11 @@ def add_plan_args(parser, samples_help="training samples per epoch (default: the
 class Plan:
     """One method's training configuration, as its flags describe it.
 
-    build() runs under the planner's fake mode and returns (modules, optimizers, step): the modules holding
-    the parameters (a dict name -> nn.Module), the optimizers, and a function that makes one batch and runs
-    one training step on it (forward, loss, backward, optimizer steps), exactly as the method's loop does.
+    make_modules() returns the modules holding the parameters (a dict name -> nn.Module), built for real on
+    the CPU with the method's own build functions (some constructors read tensor values, which fake tensors
+    cannot give); the planner then swaps their tensors for fake ones. make_step(modules) runs under the fake
+    mode and returns (optimizers, step): step() makes one batch and runs one training step on it (forward,
+    loss, backward, optimizer steps) in the order of the method's loop.
     """
     method: str
     config: str                       # one line: model, input and batch sizes
@@ -67,31 +74,82 @@ class Plan:
     checkpointing: bool
     sample: str                       # what one sample is: "cube", "volume", "image", ...
     samples_per_step: int
-    epoch_samples: int                # samples of one pass of the schedule
-    epochs: float                     # passes in the schedule (steps / steps per pass where steps are given)
+    total_samples: float              # samples the whole schedule trains on (steps x samples_per_step)
+    pass_samples: int                 # samples of one pass over the training set
     schedule: str                     # how the schedule was counted, in words
-    build: Callable
+    make_modules: Callable
+    make_step: Callable
     batch_flag: str = "--batch_size"  # the flag setting samples_per_step (for the "largest batch" hint)
     batch_per_flag: int = 1           # samples per unit of batch_flag
     notes: list = field(default_factory=list)
 
 
 class LiveBytes(TorchDispatchMode):
-    """Bytes of the tensor storages alive, by category, and their peak; storages rounded up to `block`."""
+    """Bytes of the tensor storages alive, by category, and their peak; storages rounded up to `block`.
 
-    def __init__(self, block=CUDA_BLOCK):
+    With fake=True it also carries the values of small tensors computed from constants only (`arange(2, 5)`,
+    `linspace`, a shape turned into a tensor), so that code reading them (`.tolist()`, `.item()`, as MONAI's
+    losses do) runs under FakeTensorMode, which otherwise refuses any read of a value."""
+
+    def __init__(self, block=CUDA_BLOCK, fake=True):
         super().__init__()
-        self.block = block
+        self.block, self.fake = block, fake
         self.info = {}          # id(storage) -> [bytes, category, weakref]
         self.now = dict.fromkeys(CATEGORIES, 0)
         self.peak, self.at_peak = 0, dict(self.now)
+        self.values = WeakIdKeyDictionary()  # fake tensor -> its real value (small constants only)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor):
-                self.track(t)
+        kwargs = kwargs or {}
+        if self.fake and func in READS and self._known(args[0]):
+            with unset_fake_temporarily():
+                return self._value(args[0]).item()
+        if self.fake and func in INDEXING:
+            args = (args[0], self._integer_indices(args[1]), *args[2:])
+        out = func(*args, **kwargs)
+        outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        if self.fake:
+            self._carry_values(func, args, kwargs, outs)
+        for t in outs:
+            self.track(t)
         return out
+
+    def _known(self, t):
+        return not isinstance(t, FakeTensor) or t in self.values
+
+    def _value(self, t):
+        return self.values[t] if isinstance(t, FakeTensor) else t
+
+    def _carry_values(self, func, args, kwargs, outs):
+        """Compute a small constant result for real too; forget a value an op with unknown inputs changed."""
+        inputs = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        small = outs and all(t.numel() <= SMALL_CONSTANT for t in outs)
+        if small and torch.Tag.nondeterministic_seeded not in func.tags and all(map(self._known, inputs)):
+            try:
+                with unset_fake_temporarily():
+                    real = func(*tree_map(self._value_if_tensor, args), **tree_map(self._value_if_tensor, kwargs))
+                for f, r in zip(outs, [t for t in tree_leaves(real) if isinstance(t, torch.Tensor)]):
+                    self.values[f] = r
+                return
+            except Exception:  # noqa: BLE001 -- any failure: the value stays unknown, as without this
+                pass
+        for t in outs:
+            self.values.pop(t, None)
+
+    def _integer_indices(self, indices):
+        """A known boolean mask (`x[:, upper_triangle]`) as the integer indices it selects, whose count
+        fake tensors cannot know otherwise."""
+        out = []
+        for idx in indices:
+            if isinstance(idx, FakeTensor) and idx.dtype == torch.bool and idx in self.values:
+                with unset_fake_temporarily():
+                    out.extend(self.values[idx].nonzero(as_tuple=True))
+            else:
+                out.append(idx)
+        return out
+
+    def _value_if_tensor(self, x):
+        return self._value(x) if isinstance(x, torch.Tensor) else x
 
     def _storage(self, t):
         try:
@@ -157,12 +215,13 @@ def _tensors_of(optimizer):
 def estimate(plan, block=CUDA_BLOCK, fake=True):
     """Build the plan's step and run it twice; the second step's FLOPs and peak of live bytes.
     fake=False runs it for real on the CPU (small configurations: the tests compare the two)."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    tracker = LiveBytes(block)
+    tracker = LiveBytes(block, fake)
     mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else _Nothing()
+    modules = plan.make_modules()
     with mode, tracker:
-        modules, optimizers, step = plan.build()
+        if fake:
+            modules = {name: to_fake(m, mode) for name, m in modules.items()}
+        optimizers, step = plan.make_step(modules)
         params = {id(p): p for m in modules.values() for p in m.parameters()}
         for m in modules.values():
             for t in [*m.parameters(), *m.buffers()]:
@@ -186,6 +245,26 @@ def estimate(plan, block=CUDA_BLOCK, fake=True):
                     flops_per_step=int(flops.get_total_flops()), conv_flops_per_step=int(conv))
 
 
+def to_fake(module, mode):
+    """`module` with every parameter and buffer replaced by a fake tensor of the same shape, dtype and
+    device (tied parameters stay tied); the real storage is released."""
+    done = {}
+
+    def fake(t):
+        if id(t) not in done:
+            f = mode.from_tensor(t.detach())
+            done[id(t)] = torch.nn.Parameter(f, requires_grad=t.requires_grad) if isinstance(
+                t, torch.nn.Parameter) else f
+        return done[id(t)]
+
+    for sub in module.modules():
+        for table in (sub._parameters, sub._buffers):
+            for key, t in table.items():
+                if t is not None:
+                    table[key] = fake(t)
+    return module
+
+
 class _Nothing:
     def __enter__(self):
         return self
@@ -202,7 +281,8 @@ def measured_cpu_peak(plan):
     from torch._C._profiler import _EventType
     from torch.profiler import ProfilerActivity, profile
 
-    modules, optimizers, step = plan.build()
+    modules = plan.make_modules()
+    optimizers, step = plan.make_step(modules)
     before = [t for m in modules.values() for t in [*m.parameters(), *m.buffers()]]
     base = sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in before}.values())
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -244,13 +324,13 @@ def summarize(plan, est, gpu_name="H100", mfu=0.35):
     conv_peak, other_peak = precision_peaks(gpu, plan.precision)
     step_s = (est.conv_flops_per_step / (conv_peak * 1e12)
               + (est.flops_per_step - est.conv_flops_per_step) / (other_peak * 1e12)) / mfu
-    steps = plan.epochs * plan.epoch_samples / n
+    steps = plan.total_samples / n
     return {"method": plan.method, "gpu": gpu.name, "gpu_memory_gib": gpu.memory_gib, "mfu": mfu,
             "parameters": est.parameters, "trainable": est.trainable,
             "flops_per_sample": est.flops_per_step / n, "bytes": est.at_peak, "peak_bytes": est.peak,
             "needed_bytes": needed, "fits": needed <= memory, "largest_batch": largest // plan.batch_per_flag,
             "step_s": step_s, "steps": steps, "gpu_hours": steps * step_s / 3600,
-            "epoch_gpu_hours": plan.epoch_samples / n * step_s / 3600,
+            "pass_gpu_hours": plan.pass_samples / n * step_s / 3600,
             "peaks_tflops": (conv_peak, other_peak)}
 
 
@@ -269,21 +349,29 @@ def format_plan(plan, s):
         ("parameters", f"{s['parameters'] / 1e6:.1f} M ({s['trainable'] / 1e6:.1f} M trained)"),
         (f"FLOPs per {plan.sample} (forward + backward)", f"{s['flops_per_sample'] / 1e9:,.1f} GFLOP"),
         ("parameters + buffers", _gib(b["parameters"])),
-        ("gradients", _gib(b["gradients"])),
+        ("gradients (those alive at the peak)", _gib(b["gradients"])),
         ("optimizer state", _gib(b["optimizer"])),
-        (f"activations + temporaries ({plan.samples_per_step} {plan.sample}s per step)", _gib(b["activations"])),
+        (f"activations + temporaries ({plan.samples_per_step} {_plural(plan.sample)} per step)", _gib(b["activations"])),
         ("peak of the step", _gib(s["peak_bytes"])),
         (f"fits {s['gpu']} ({s['gpu_memory_gib']:g} GiB)?",
          f"{fit}: needs about {_gib(s['needed_bytes'])} (peak x {NEEDED_FACTOR} + {NEEDED_EXTRA_GIB:g} GiB){hint}"),
         ("schedule", plan.schedule),
         (f"GPU-hours at {s['mfu']:.0%} of {peaks}",
-         f"{s['gpu_hours']:,.1f} h ({s['steps']:,.0f} steps of {s['step_s']:.3f} s; "
-         f"{s['epoch_gpu_hours']:,.2f} h per pass)"),
+         f"{_hours(s['gpu_hours'])} ({s['steps']:,.0f} steps of {s['step_s']:.3f} s; "
+         f"{_hours(s['pass_gpu_hours'])} per pass over the training set)"),
     ]
     lines = [f"Plan for {plan.method} on {s['gpu']}:", "", "| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in rows]
     lines += [f"\n- {note}" for note in plan.notes]
     return "\n".join(lines)
+
+
+def _plural(word):
+    return word + ("es" if word.endswith(("ch", "sh", "s", "x")) else "s")
+
+
+def _hours(h):
+    return f"{h:,.1f} GPU-h" if h >= 1 else f"{h * 60:.1f} GPU-min"
 
 
 def _gib(n):

@@ -17,8 +17,11 @@ def pretrain_plan(args):
     n = args.batch_size
     cubes = args.plan_samples or training_cubes(args)
 
-    def build():
-        model = build_model(args.exp, args.cls_classes, args.width, args.standard_bn)
+    def make_modules():
+        return {"model": build_model(args.exp, args.cls_classes, args.width, args.standard_bn)}
+
+    def make_step(modules):
+        model = modules["model"]
         optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
 
         def step():  # Trainer.train_epoch's order: forward, loss, zero_grad, backward, step
@@ -31,17 +34,17 @@ def pretrain_plan(args):
             loss.backward()
             optimizer.step()
 
-        return {"model": model}, [optimizer], step
+        return [optimizer], step
 
     net = "YNet3D (restoration + classification)" if args.exp == "en_de" else "encoder + classification head"
     return Plan(
         method=args.exp_name, precision="bf16" if amp else "fp32", checkpointing=False, sample="cube",
         config=f"{net}, width {args.width}, {args.cls_classes} classes; batch {n} cubes of "
                f"{'x'.join(map(str, shape))}",
-        samples_per_step=n, epoch_samples=cubes, epochs=args.nb_epoch,
+        samples_per_step=n, pass_samples=cubes, total_samples=cubes * args.nb_epoch,
         schedule=f"up to {args.nb_epoch:,} epochs of {cubes:,} cubes ({args.nb_instances} per class x "
                  f"{args.cls_classes} classes x {args.nb_multires_patch} resolutions), early stopping after "
                  f"{args.patience} epochs without improvement: count per epoch",
-        build=build,
+        make_modules=make_modules, make_step=make_step,
         notes=["The restoration transforms (run on the GPU by default) are not counted: elementwise work on the "
                "batch before the forward, small next to the network's."])
