@@ -55,6 +55,9 @@ def add_plan_args(parser, samples_help="training samples per epoch (default: the
     g.add_argument("--plan_mfu", type=float, default=0.35,
                    help="model-FLOP utilisation assumed for the GPU-hours (fraction of the precision's peak)")
     g.add_argument("--plan_samples", type=int, default=None, help=samples_help)
+    g.add_argument("--plan_gpus", type=int, default=1,
+                   help="GPUs sharing the run: wall-clock = GPU-hours / N (and where a batch flag is per node, "
+                        "as DiRA's --batch-size, each GPU holds 1/N of it)")
     return g
 
 
@@ -218,9 +221,9 @@ def estimate(plan, block=CUDA_BLOCK, fake=True):
     tracker = LiveBytes(block, fake)
     mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else _Nothing()
     modules = plan.make_modules()
+    if fake:
+        modules = {name: to_fake(m, mode, tracker) for name, m in modules.items()}
     with mode, tracker:
-        if fake:
-            modules = {name: to_fake(m, mode) for name, m in modules.items()}
         optimizers, step = plan.make_step(modules)
         params = {id(p): p for m in modules.values() for p in m.parameters()}
         for m in modules.values():
@@ -245,16 +248,20 @@ def estimate(plan, block=CUDA_BLOCK, fake=True):
                     flops_per_step=int(flops.get_total_flops()), conv_flops_per_step=int(conv))
 
 
-def to_fake(module, mode):
+def to_fake(module, mode, tracker):
     """`module` with every parameter and buffer replaced by a fake tensor of the same shape, dtype and
-    device (tied parameters stay tied); the real storage is released."""
+    device (tied parameters stay tied); the real storage is released. Small buffers keep their values in
+    `tracker` (a queue pointer, a step counter: code reads them)."""
     done = {}
 
     def fake(t):
         if id(t) not in done:
             f = mode.from_tensor(t.detach())
-            done[id(t)] = torch.nn.Parameter(f, requires_grad=t.requires_grad) if isinstance(
-                t, torch.nn.Parameter) else f
+            if isinstance(t, torch.nn.Parameter):
+                f = torch.nn.Parameter(f, requires_grad=t.requires_grad)
+            elif t.numel() <= SMALL_CONSTANT:
+                tracker.values[f] = t.detach().clone()
+            done[id(t)] = f
         return done[id(t)]
 
     for sub in module.modules():
@@ -310,7 +317,7 @@ def needed_bytes(peak):
     return peak * NEEDED_FACTOR + NEEDED_EXTRA_GIB * GIB
 
 
-def summarize(plan, est, gpu_name="H100", mfu=0.35):
+def summarize(plan, est, gpu_name="H100", mfu=0.35, gpus=1):
     """The plan's numbers as a dict (bytes, FLOPs, hours), for the table and for tests."""
     gpu = find_gpu(gpu_name)
     if gpu is None:
@@ -329,7 +336,7 @@ def summarize(plan, est, gpu_name="H100", mfu=0.35):
             "parameters": est.parameters, "trainable": est.trainable,
             "flops_per_sample": est.flops_per_step / n, "bytes": est.at_peak, "peak_bytes": est.peak,
             "needed_bytes": needed, "fits": needed <= memory, "largest_batch": largest // plan.batch_per_flag,
-            "step_s": step_s, "steps": steps, "gpu_hours": steps * step_s / 3600,
+            "step_s": step_s, "steps": steps, "gpu_hours": steps * step_s / 3600, "gpus": gpus,
             "pass_gpu_hours": plan.pass_samples / n * step_s / 3600,
             "peaks_tflops": (conv_peak, other_peak)}
 
@@ -360,6 +367,9 @@ def format_plan(plan, s):
          f"{_hours(s['gpu_hours'])} ({s['steps']:,.0f} steps of {s['step_s']:.3f} s; "
          f"{_hours(s['pass_gpu_hours'])} per pass over the training set)"),
     ]
+    if s["gpus"] > 1:
+        rows.append((f"wall-clock on {s['gpus']} GPUs", f"{s['gpu_hours'] / s['gpus']:,.1f} h (no communication "
+                                                        "cost counted)"))
     lines = [f"Plan for {plan.method} on {s['gpu']}:", "", "| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in rows]
     lines += [f"\n- {note}" for note in plan.notes]
@@ -380,7 +390,7 @@ def _gib(n):
 
 def run_plan(plan, args):
     """Estimate, print and return the summary for the flags --plan_gpu and --plan_mfu."""
-    s = summarize(plan, estimate(plan), args.plan_gpu, args.plan_mfu)
+    s = summarize(plan, estimate(plan), args.plan_gpu, args.plan_mfu, args.plan_gpus)
     print(format_plan(plan, s))
     return s
 
