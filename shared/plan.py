@@ -42,7 +42,8 @@ CATEGORIES = ("parameters", "gradients", "optimizer", "activations")
 CONV_OPS = ("convolution", "convolution_backward")
 READS = (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.item.default)
 INDEXING = (torch.ops.aten.index.Tensor, torch.ops.aten.index_put.default, torch.ops.aten.index_put_.default)
-SMALL_CONSTANT = 1024   # elements: tensors made of constants up to this size keep their values under fake mode
+SMALL_CONSTANT = 1024   # elements: float tensors made of constants up to this size keep their values under fake mode
+SMALL_INTEGER = 1 << 20  # elements: the same for integer and boolean tensors (masks, indices, token ids)
 
 
 def add_plan_args(parser, samples_help="training samples per epoch (default: the original dataset's size)"):
@@ -126,7 +127,7 @@ class LiveBytes(TorchDispatchMode):
     def _carry_values(self, func, args, kwargs, outs):
         """Compute a small constant result for real too; forget a value an op with unknown inputs changed."""
         inputs = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
-        small = outs and all(t.numel() <= SMALL_CONSTANT for t in outs)
+        small = outs and all(t.numel() <= (SMALL_CONSTANT if t.is_floating_point() else SMALL_INTEGER) for t in outs)
         if small and torch.Tag.nondeterministic_seeded not in func.tags and all(map(self._known, inputs)):
             try:
                 with unset_fake_temporarily():
