@@ -47,6 +47,7 @@ BENCHES :=
 help:
 	@echo "make install | test | test-all | lint | sample-data | demo | demo-<method> | bench | gpu-check [DEVICE=cpu]"
 	@echo "make pretrain-<method> GPUS=N DATA=... ARGS=\"...\" | finetune-<method> ... | export-<method> DEST=dir"
+	@echo "make plan-<method> ARGS=\"...\"   will it fit? FLOPs, memory, fit and GPU-hours without a GPU (shared/plan.py)"
 	@echo "methods: $(METHODS)"
 
 install: $(STAMP)
