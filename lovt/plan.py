@@ -60,15 +60,16 @@ def _language_model(name, folder):
     return folder, True
 
 
-def synthetic_batch(n, size, tokens, max_length):
+def synthetic_batch(n, size, tokens, max_length, vocab_size):
     """n images and n reports of `tokens` tokens in sentences of SENTENCE_TOKENS, as PretrainCollator gives."""
     from lovt.models.report_encoder import ReportTokenizer
 
     tokens = min(tokens, max_length - 2)
-    sentences = [list(range(1000 + i * SENTENCE_TOKENS, 1000 + (i + 1) * SENTENCE_TOKENS))
+    sentences = [[5 + (i * SENTENCE_TOKENS + j) % (vocab_size - 5) for j in range(SENTENCE_TOKENS)]
                  for i in range(-(-tokens // SENTENCE_TOKENS))]
     sentences[-1] = sentences[-1][: tokens - SENTENCE_TOKENS * (len(sentences) - 1)]
-    ids = SimpleNamespace(pad_token_id=0, cls_token_id=101, sep_token_id=102)
+    big = vocab_size > 102  # BERT's [CLS] 101 and [SEP] 102; a tiny test vocabulary has fewer
+    ids = SimpleNamespace(pad_token_id=0, cls_token_id=101 if big else 1, sep_token_id=102 if big else 2)
     report = ReportTokenizer(ids, max_length).pack([sentences] * n)
     return {"scan": torch.rand(n, 3, size, size), "report": report, "chexpert": torch.zeros(n, 5),
             "view_index": torch.zeros(n, dtype=torch.long)}
@@ -100,7 +101,8 @@ def pretrain_plan(cfg, args):
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}[c.optimizer](
             params, lr=c.learning_rate, weight_decay=c.weight_decay)
-        batch = synthetic_batch(n, size, args.plan_tokens, c.encoder_b.max_length)
+        vocab = next(m.num_embeddings for name, m in model.named_modules() if name.endswith("word_embeddings"))
+        batch = synthetic_batch(n, size, args.plan_tokens, c.encoder_b.max_length, vocab)
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
 
         def step():  # one micro-batch; gradients stay alive between them (accumulation), zeroed after the step

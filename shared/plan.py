@@ -22,6 +22,7 @@ precision is CPU autocast to the same dtype: convolutions and matmuls, which hol
 FLOPs, are cast as on a GPU; a few small ops may keep another dtype than CUDA autocast gives them.
 """
 
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import Callable
@@ -101,6 +102,7 @@ class LiveBytes(TorchDispatchMode):
         self.info = {}          # id(storage) -> [bytes, category, weakref]
         self.now = dict.fromkeys(CATEGORIES, 0)
         self.peak, self.at_peak = 0, dict(self.now)
+        self.raw_now = self.raw_peak = 0  # the same without rounding: what a CPU allocator is asked for
         self.values = WeakIdKeyDictionary()  # fake tensor -> its real value (small constants only)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -147,7 +149,11 @@ class LiveBytes(TorchDispatchMode):
         for idx in indices:
             if isinstance(idx, FakeTensor) and idx.dtype == torch.bool and idx in self.values:
                 with unset_fake_temporarily():
-                    out.extend(self.values[idx].nonzero(as_tuple=True))
+                    real = self.values[idx].nonzero(as_tuple=True)
+                for r in real:
+                    fake = idx.fake_mode.from_tensor(r)
+                    self.values[fake] = r
+                    out.append(fake)
             else:
                 out.append(idx)
         return out
@@ -171,12 +177,13 @@ class LiveBytes(TorchDispatchMode):
             if category != "activations":
                 self.retag(t, category)
             return
-        size = st.nbytes()
-        if self.block:
-            size = -(-size // self.block) * self.block
+        raw = st.nbytes()
+        size = -(-raw // self.block) * self.block if self.block else raw
         ref = weakref.ref(st, lambda _ref, key=key: self._freed(key, _ref))
-        self.info[key] = [size, category, ref]
+        self.info[key] = [size, category, ref, raw]
         self.now[category] += size
+        self.raw_now += raw
+        self.raw_peak = max(self.raw_peak, self.raw_now)
         total = sum(self.now.values())
         if total > self.peak:
             self.peak, self.at_peak = total, dict(self.now)
@@ -196,10 +203,12 @@ class LiveBytes(TorchDispatchMode):
         entry = self.info.get(key)
         if entry is not None and entry[2] is ref:
             self.now[entry[1]] -= entry[0]
+            self.raw_now -= entry[3]
             del self.info[key]
 
     def reset_peak(self):
         self.peak, self.at_peak = sum(self.now.values()), dict(self.now)
+        self.raw_peak = self.raw_now
 
 
 @dataclass
@@ -207,7 +216,8 @@ class Estimate:
     parameters: int                   # count
     trainable: int
     at_peak: dict                     # bytes per category at the peak
-    peak: int                         # bytes
+    peak: int                         # bytes, each storage rounded up to the allocator's block
+    raw_peak: int                     # bytes, not rounded
     flops_per_step: int
     conv_flops_per_step: int          # the part in convolutions (TF32 on a GPU in fp32)
 
@@ -245,7 +255,7 @@ def estimate(plan, block=CUDA_BLOCK, fake=True):
     conv = sum(v for op, v in counts.items() if str(op).split(".")[-1] in CONV_OPS)
     return Estimate(parameters=sum(p.numel() for p in params.values()),
                     trainable=sum(p.numel() for p in params.values() if p.requires_grad),
-                    at_peak=dict(tracker.at_peak), peak=tracker.peak,
+                    at_peak=dict(tracker.at_peak), peak=tracker.peak, raw_peak=tracker.raw_peak,
                     flops_per_step=int(flops.get_total_flops()), conv_flops_per_step=int(conv))
 
 
@@ -293,7 +303,8 @@ def measured_cpu_peak(plan):
     optimizers, step = plan.make_step(modules)
     before = [t for m in modules.values() for t in [*m.parameters(), *m.buffers()]]
     base = sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in before}.values())
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with warnings.catch_warnings(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        warnings.simplefilter("ignore")  # the profiler's notes on events it clears
         step()  # the first step allocates gradients and optimizer state inside the profile, so their frees count
         step()
     events, peak = list(prof.profiler.kineto_results.experimental_event_tree()), 0
@@ -336,6 +347,7 @@ def summarize(plan, est, gpu_name="H100", mfu=0.35, gpus=1):
     return {"method": plan.method, "gpu": gpu.name, "gpu_memory_gib": gpu.memory_gib, "mfu": mfu,
             "parameters": est.parameters, "trainable": est.trainable,
             "flops_per_sample": est.flops_per_step / n, "bytes": est.at_peak, "peak_bytes": est.peak,
+            "raw_peak_bytes": est.raw_peak,
             "needed_bytes": needed, "fits": needed <= memory, "largest_batch": largest // plan.batch_per_flag,
             "step_s": step_s, "steps": steps, "gpu_hours": steps * step_s / 3600, "gpus": gpus,
             "pass_gpu_hours": plan.pass_samples / n * step_s / 3600,
