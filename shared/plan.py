@@ -22,8 +22,10 @@ precision is CPU autocast to the same dtype: convolutions and matmuls, which hol
 FLOPs, are cast as on a GPU; a few small ops may keep another dtype than CUDA autocast gives them.
 """
 
+import gc
 import warnings
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -234,7 +236,8 @@ def estimate(plan, block=CUDA_BLOCK, fake=True):
     modules = plan.make_modules()
     if fake:
         modules = {name: to_fake(m, mode, tracker) for name, m in modules.items()}
-    with mode, tracker:
+    gc.collect()
+    with mode, tracker, _no_gc():
         optimizers, step = plan.make_step(modules)
         params = {id(p): p for m in modules.values() for p in m.parameters()}
         for m in modules.values():
@@ -283,6 +286,19 @@ def to_fake(module, mode, tracker):
     return module
 
 
+@contextmanager
+def _no_gc():
+    """No cyclic garbage collection inside the steps: what cycles hold is freed at the same point (never) in
+    the estimate and in the measurement, not whenever the collector happens to run."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 class _Nothing:
     def __enter__(self):
         return self
@@ -301,19 +317,23 @@ def measured_cpu_peak(plan):
 
     modules = plan.make_modules()
     optimizers, step = plan.make_step(modules)
+    gc.collect()
     before = [t for m in modules.values() for t in [*m.parameters(), *m.buffers()]]
     base = sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in before}.values())
-    with warnings.catch_warnings(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with warnings.catch_warnings(), _no_gc(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         warnings.simplefilter("ignore")  # the profiler's notes on events it clears
         step()  # the first step allocates gradients and optimizer state inside the profile, so their frees count
         step()
-    events, peak = list(prof.profiler.kineto_results.experimental_event_tree()), 0
+    events, allocations = list(prof.profiler.kineto_results.experimental_event_tree()), []
     while events:
         e = events.pop()
         events.extend(e.children)
         if e.tag == _EventType.Allocation:
-            peak = max(peak, e.extra_fields.total_allocated)
-    return base + peak
+            allocations.append((e.start_time_ns, e.extra_fields.alloc_size, e.extra_fields.total_allocated))
+    # the running total also holds what earlier profiles allocated and freed after they stopped: start from it
+    first = min(allocations)
+    start = first[2] - first[1]
+    return base + max(total for _, _, total in allocations) - start
 
 
 # ---------------------------------------------------------------------------------------------- report
