@@ -116,8 +116,9 @@ def pretrain_plan(cfg, args):
     return Plan(
         method=f"lovt ({cfg.get('name', 'pre-training')})", precision=precision, checkpointing=False,
         sample="image-report pair",
-        config=f"ResNet-50 ({size} px) + BERT ({c.encoder_b.language_encoder}), reports of {args.plan_tokens} "
-               f"tokens; micro-batch {n}" + (f", {accumulate} accumulated per optimizer step" if accumulate > 1 else ""),
+        config=f"{c.encoder_a.backbone_model[-1]} ({size} px) + BERT ({c.encoder_b.language_encoder}), reports of "
+               f"{args.plan_tokens} tokens; micro-batch {n}"
+               + (f", {accumulate} accumulated per optimizer step" if accumulate > 1 else ""),
         samples_per_step=n, total_samples=c.max_epochs * pairs, pass_samples=pairs,
         schedule=f"{c.max_epochs} epochs x {pairs:,} pairs" + ("" if args.plan_samples else
                                                                " (assumed: set --plan_samples)")

@@ -15,28 +15,29 @@ TorchDispatchMode, sees every tensor each operation creates and, through a weak 
 when it is freed; the peak of the live bytes during the second step (the first creates the optimizer state)
 is the estimate, split by what the live storages held at that moment. Each storage is rounded up to the CUDA
 caching allocator's 512-byte blocks. What no tracker of tensors sees: the CUDA context, cuDNN/cuBLAS
-workspaces and the allocator's fragmentation, hence the margin in `NEEDED` below.
+workspaces and the allocator's fragmentation, hence the margin of NEEDED_FACTOR and NEEDED_EXTRA_GIB.
 
 Fake tensors live on the CPU here (autograd needs a real CUDA context for fake CUDA tensors), so mixed
 precision is CPU autocast to the same dtype: convolutions and matmuls, which hold nearly all the bytes and
-FLOPs, are cast as on a GPU; a few small ops may keep another dtype than CUDA autocast gives them.
+FLOPs, are cast as on a GPU. CUDA autocast also runs softmax, layer_norm and group_norm in fp32 where CPU
+autocast keeps the lower precision: attention-heavy models (SwinUNETR, BERT) may need somewhat more on a GPU.
 """
 
 import gc
 import warnings
 import weakref
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode, unset_fake_temporarily
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map
-from torch.utils.weak import WeakIdKeyDictionary
 from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.weak import WeakIdKeyDictionary
 
-from shared.gpus import GPUS, find_gpu, gpu_names
+from shared.gpus import find_gpu, gpu_names
 
 GIB = 2**30
 CUDA_BLOCK = 512                    # the CUDA caching allocator rounds every allocation up to this
@@ -391,7 +392,8 @@ def format_plan(plan, s):
         ("parameters + buffers", _gib(b["parameters"])),
         ("gradients (those alive at the peak)", _gib(b["gradients"])),
         ("optimizer state", _gib(b["optimizer"])),
-        (f"activations + temporaries ({plan.samples_per_step} {_plural(plan.sample)} per step)", _gib(b["activations"])),
+        (f"activations + temporaries ({plan.samples_per_step} {_plural(plan.sample)} per step)",
+         _gib(b["activations"])),
         ("peak of the step", _gib(s["peak_bytes"])),
         (f"fits {s['gpu']} ({s['gpu_memory_gib']:g} GiB)?",
          f"{fit}: needs about {_gib(s['needed_bytes'])} (peak x {NEEDED_FACTOR} + {NEEDED_EXTRA_GIB:g} GiB){hint}"),
