@@ -27,7 +27,6 @@ import gc
 import warnings
 import weakref
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -238,7 +237,7 @@ def estimate(plan, block=CUDA_BLOCK, fake=True):
     if fake:
         modules = {name: to_fake(m, mode, tracker) for name, m in modules.items()}
     gc.collect()
-    with mode, tracker, _no_gc():
+    with mode, tracker:
         optimizers, step = plan.make_step(modules)
         params = {id(p): p for m in modules.values() for p in m.parameters()}
         for m in modules.values():
@@ -250,6 +249,7 @@ def estimate(plan, block=CUDA_BLOCK, fake=True):
         for opt in optimizers:
             for t in _tensors_of(opt):
                 tracker.retag(t, "optimizer")
+        gc.collect()  # each step starts without the garbage of the one before, as in the measurement
         tracker.reset_peak()
         with FlopCounterMode(display=False) as flops:
             step()
@@ -287,19 +287,6 @@ def to_fake(module, mode, tracker):
     return module
 
 
-@contextmanager
-def _no_gc():
-    """No cyclic garbage collection inside the steps: what cycles hold is freed at the same point (never) in
-    the estimate and in the measurement, not whenever the collector happens to run."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 class _Nothing:
     def __enter__(self):
         return self
@@ -321,9 +308,10 @@ def measured_cpu_peak(plan):
     gc.collect()
     before = [t for m in modules.values() for t in [*m.parameters(), *m.buffers()]]
     base = sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in before}.values())
-    with warnings.catch_warnings(), _no_gc(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with warnings.catch_warnings(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         warnings.simplefilter("ignore")  # the profiler's notes on events it clears
         step()  # the first step allocates gradients and optimizer state inside the profile, so their frees count
+        gc.collect()
         step()
     events, allocations = list(prof.profiler.kineto_results.experimental_event_tree()), []
     while events:
