@@ -52,6 +52,7 @@ help:
 	@echo "make install | test | test-all | lint | sample-data | demo | demo-<method> | bench | gpu-check METHODS=<m>[,<m>] [DEVICE=cpu]"
 	@echo "make pretrain-<method> GPUS=N DATA=... ARGS=\"...\" | finetune-<method> ... | export-<method> DEST=dir"
 	@echo "make release-<method> CKPT=<checkpoint> DEST=<folder> [ARGS=--trusted]"
+	@echo "make plan-<method> ARGS=\"...\"   will it fit? FLOPs, memory, fit and GPU-hours without a GPU (shared/plan.py)"
 	@echo "methods: $(ALL_METHODS)"
 
 install: $(STAMP)

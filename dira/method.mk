@@ -3,6 +3,7 @@
 #   make pretrain-dira DATA=<images dir> [GPUS=4] ARGS="--mode dir --mlp --moco-t 0.2 --cos --train_list ... --val_list ..."
 #   make pretrain-dira DATA=<images dir> GPUS=4 ARGS="--mode dira --mlp --moco-t 0.2 --cos --batch-size 16 \
 #        --epochs 400 --generator_pre_trained_weights checkpoint/DiRA_moco/dir/checkpoint.pth"
+#   make plan-dira ARGS="--mode dira --batch-size 16 --plan_gpus 4 --plan_gpu A100"   will it fit? (no GPU needed)
 #   make finetune-dira ARGS="classification --data_dir ... --train_list ... --val_list ... --test_list ... --init dira --proxy_dir ..."
 #   make transfer-dira CKPT=<DiRA checkpoint> ARGS="--to resnet --out resnet50_dira.pth"
 #   make prepare-dira DATA=<ChestX-ray14 root> [ARGS=--out dataset]
@@ -10,11 +11,15 @@
 #
 # With GPUS > 1 (or NNODES > 1), $(LAUNCH) is torchrun: one process per GPU, --batch-size stays the total per node.
 
-.PHONY: pretrain-dira finetune-dira transfer-dira prepare-dira demo-dira bench-dira
+.PHONY: pretrain-dira plan-dira finetune-dira transfer-dira prepare-dira demo-dira bench-dira
 
 pretrain-dira: $(STAMP)
 	@test -n "$(DATA)" || { echo "usage: make pretrain-dira DATA=<images dir> ARGS=\"...\""; exit 2; }
 	$(LAUNCH) dira/train.py $(DATA) $(ARGS)
+
+# Will it fit? FLOPs, memory, fit and GPU-hours of the configuration ARGS describes, on no GPU (shared/plan.py)
+plan-dira: $(STAMP)
+	$(PY) dira/train.py --plan $(ARGS)
 
 finetune-dira: $(STAMP)
 	$(PY) dira/finetune.py $(ARGS)

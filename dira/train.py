@@ -31,6 +31,7 @@ from dira.models import DiRAUNet, Discriminator, build_generator, unet_of
 from dira.probe import add_probe_args, online_probe
 from shared.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 from shared.distributed import init_distributed, seed_everything
+from shared.plan import add_plan_args, run_plan
 from shared.runfolder import set_metrics_aside, setting_differences
 from shared.runlog import RunLogger, drop_rows_after, save_image_grid
 from shared.startup import check_shared_memory
@@ -45,7 +46,7 @@ METHOD_DEFAULTS = {  # (--lr, --wd) where they are not given: each method's own 
 
 def get_args_parser():
     p = argparse.ArgumentParser(description="DiRA pre-training on chest X-rays", allow_abbrev=False)
-    p.add_argument("data", metavar="DIR", help="folder holding the images named in the lists")
+    p.add_argument("data", metavar="DIR", nargs="?", help="folder holding the images named in the lists")
     p.add_argument("-a", "--arch", metavar="ARCH", default="resnet50",
                    help="smp encoder of the U-Net (dir/dira) or torchvision model (di) (default: resnet50)")
     p.add_argument("-j", "--workers", default=16, type=int, metavar="N", help="data loading workers per node")
@@ -126,11 +127,15 @@ def get_args_parser():
     g.add_argument("--no_fix_pred_lr", dest="fix_pred_lr", action="store_false",
                    help="schedule the SimSiam predictor's lr too (fixed by default, as SimSiam's best)")
     add_probe_args(g)
+    add_plan_args(p, "training images per epoch (default: the ChestX-ray14 official train list's 75,312)")
     return p
 
 
 def parse_args(argv=None):
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.data is None and not args.plan:
+        parser.error("the following arguments are required: DIR")
     lr, wd = METHOD_DEFAULTS[args.method]
     args.lr = lr if args.lr is None else args.lr
     args.weight_decay = wd if args.weight_decay is None else args.weight_decay
@@ -241,6 +246,9 @@ def setup_process(gpu, ngpus_per_node, args):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.plan:
+        from dira.plan import pretrain_plan
+        return run_plan(pretrain_plan(args), args)
     if args.dist_url == "env://" and args.world_size == -1:  # as the original: nodes (or processes) from env
         args.world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if args.dist_url == "env://" and args.rank == -1:

@@ -3,6 +3,7 @@
 #   make prepare-lovt DATA=<MIMIC root>                      MIMIC-CXR-JPG + reports -> prepared dataset
 #   make pretrain-lovt DATA=<prepared dataset> [GPUS=4] [LOVT_EXPERIMENT=CLIP_30] [ARGS="name=x ..."]
 #   make pretrain-lovt NNODES=2 GPUS=8 NODE_RANK=0 RDZV_ENDPOINT=host0:29400 DATA=...   (torchrun, every node)
+#   make plan-lovt [LOVT_EXPERIMENT=CLIP_30] [ARGS="pretrain_model.batch_size=64 --plan_gpu L40S"]   will it fit?
 #   make finetune-lovt MODEL=LoVT_100 [GPUS=4] [ARGS=--evaluate_extended]   the localized downstream tasks
 #   make prepare-lovt-downstream DOWNSTREAM=<datasets root>   RSNA, COVID rural, SIIM, Object-CXR, NIH boxes
 #   make baselines-lovt | evaluate-lovt-baselines | lovt-results-table
@@ -21,7 +22,7 @@ MODEL ?= LoVT_100
 LOVT_BASELINES ?= chexpert_100 chexpert_30 byol_100 byol_30 simclr_100 simclr_30 pixelpro_100 pixelpro_30
 LOVT_GPU_LIST = $(if $(filter-out 1,$(GPUS)),--gpus $(shell seq -s, 0 $$(($(GPUS)-1))))
 
-.PHONY: prepare-lovt pretrain-lovt finetune-lovt backbone-lovt demo-lovt bench-lovt prepare-lovt-downstream \
+.PHONY: prepare-lovt pretrain-lovt plan-lovt finetune-lovt backbone-lovt demo-lovt bench-lovt prepare-lovt-downstream \
 	evaluate-lovt-baselines baselines-lovt lovt-results-table
 
 prepare-lovt: $(STAMP)
@@ -37,6 +38,11 @@ pretrain-lovt: $(STAMP)
 	$(LAUNCH) lovt/train.py +experiment=$(LOVT_EXPERIMENT) trainer.devices=$(GPUS) trainer.num_nodes=$(NNODES) \
 		trainer.strategy=ddp hydra.run.dir=$(LOVT_RUN_DIR) $(LOVT_DATA_ARG) $(ARGS)
 endif
+
+# Will it fit? FLOPs, memory, fit and GPU-hours of LOVT_EXPERIMENT with ARGS (overrides and --plan_* flags),
+# on no GPU (lovt/plan.py)
+plan-lovt: $(STAMP)
+	$(PY) lovt/train.py +experiment=$(LOVT_EXPERIMENT) $(ARGS) --plan
 
 # The paper's downstream use: the localized tasks on a pre-trained model (name, folder or backbone_weights.pt).
 finetune-lovt: $(STAMP)

@@ -3,6 +3,7 @@
     python lovt/train.py +experiment=LoVT_100 [dataset_path=<prepared MIMIC-CXR dataset>] [key=value ...]
     python lovt/train.py +experiment=ablation/no_spatial trainer.devices=4      # Lightning DDP
     python lovt/train.py +experiment=LoVT_100 hydra.run.dir=<run> resume=last  # continue a run
+    python lovt/train.py +experiment=LoVT_100 --plan [--plan_gpu H100]          # will it fit? (lovt/plan.py)
 
 Writes the run folder (hydra/ config, metrics.csv, tensorboard/, checkpoints/, plots/), then exports the best
 checkpoint's ResNet as checkpoints/backbone_weights.pt and moves the run to <models.base_path>/pretraining/<name>.
@@ -281,4 +282,9 @@ if __name__ == "__main__":
     from shared.cliwarnings import plain_warnings
 
     plain_warnings()  # one line per warning, no source line
-    main()
+    if "--plan" in sys.argv[1:]:  # the planner's flags are not Hydra overrides: lovt/plan.py reads them
+        from lovt.plan import main as plan_main
+
+        plan_main(sys.argv[1:])
+    else:
+        main()

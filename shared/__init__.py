@@ -16,6 +16,8 @@ probe        frozen-feature probes (k-NN and linear, accuracy / AUROC) for 2D an
 demo, bench  the `make demo` summary rows and `make bench` records
 image_cache  decode-once cache of 2D image sets: one memory-mapped uint8 file plus an index, keyed by settings
 augment2d    batched torchvision-equivalent 2D augmentation with per-sample parameters (GPU or loader workers)
+plan         `--plan` of every CLI: FLOPs, memory (fake tensors, live storage bytes), fit and GPU-hours
+gpus         data-centre GPUs: memory and dense peak TFLOP/s per precision
 export       `make export-<method>`: a method folder plus shared/ as a standalone copy
 release      weights release folders: safetensors + config.json + model card, one-line loading, sha256 checks
 sample_data  the seeded sample datasets in the originals' on-disk layouts

@@ -16,7 +16,7 @@ from the page cache, as the caches of a long run do after the first pass). Timed
 partial last batch (drop_last, or a step cap below the number of full batches).
 """
 
-import re
+from shared import gpus
 
 # (stage, estimated seconds on one H100); 'preflight', 'data' and 'flops' run inside the check's process
 PLAN = {
@@ -92,29 +92,10 @@ def shm_need_bytes(method, p):
 DISK_NEED = {"cuda": {"semantic_genesis": 3e9, "transvw": 3e9, "dira": 4e9, "voco": 3e9, "lovt": 4e9},
              "cpu": {m: 1e9 for m in ("semantic_genesis", "transvw", "dira", "voco", "lovt")}}
 
-# Dense tensor-core peaks in TFLOP/s from the vendors' spec sheets (the sheets print the sparse figure for
-# tensor cores: half of it here). fp32 = the CUDA cores' non-tensor peak. First match wins: the longer names
-# first. NVIDIA's device names: "NVIDIA H100 80GB HBM3" (SXM), "NVIDIA H100 PCIe", "NVIDIA H100 NVL", ...
-PEAK_TFLOPS = [
-    (r"H200 NVL", dict(bf16=835.5, fp16=835.5, tf32=417.5, fp32=60.0)),
-    (r"H100 NVL", dict(bf16=835.5, fp16=835.5, tf32=417.5, fp32=60.0)),
-    (r"H100 PCIe", dict(bf16=756.5, fp16=756.5, tf32=378.0, fp32=51.2)),
-    (r"GH200", dict(bf16=989.5, fp16=989.5, tf32=494.5, fp32=67.0)),
-    (r"H200", dict(bf16=989.5, fp16=989.5, tf32=494.5, fp32=67.0)),
-    (r"H100", dict(bf16=989.5, fp16=989.5, tf32=494.5, fp32=67.0)),  # SXM ("H100 80GB HBM3", "H100 SXM5")
-    (r"B200", dict(bf16=2250.0, fp16=2250.0, tf32=1125.0, fp32=75.0)),
-    (r"A100", dict(bf16=312.0, fp16=312.0, tf32=156.0, fp32=19.5)),  # SXM and PCIe: the same peaks
-    (r"L40S", dict(bf16=362.05, fp16=362.05, tf32=183.0, fp32=91.6)),
-    (r"\bL4\b", dict(bf16=121.0, fp16=121.0, tf32=60.0, fp32=30.3)),
-]
-
-
 def peak_tflops(device_name, precision="bf16", given=None):
-    """The dense peak of `precision` for a device name; None when the name is not in the table.
-    `given` (--peak_tflops) is the bf16/fp16 peak; the other precisions are not guessed from it."""
+    """The dense peak of `precision` for a device name (shared/gpus.py, the one device table); None when the
+    name is not in the table. `given` (--peak_tflops) is the bf16/fp16 peak; the other precisions are not
+    guessed from it."""
     if given:
         return float(given) if precision in ("bf16", "fp16") else None
-    for pattern, peaks in PEAK_TFLOPS:
-        if re.search(pattern, device_name or "", re.IGNORECASE):
-            return peaks[precision]
-    return None
+    return gpus.peak_tflops(device_name or "", precision)

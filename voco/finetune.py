@@ -33,6 +33,7 @@ from tqdm import tqdm
 from shared.checkpoint import load_checkpoint, load_state, save_atomic
 from shared.distributed import barrier, cleanup, init_distributed, seed_everything
 from shared.guards import LossWatch, inject_nan
+from shared.plan import add_plan_args, run_plan
 from shared.runfolder import check_checkpoint_run, claim_run_folder, run_file
 from shared.runlog import RunLogger
 from shared.timing import StepTimer
@@ -120,6 +121,7 @@ def get_parser():
     p.add_argument("--amp_dtype", default="float16", choices=["float16", "bfloat16"])
     p.add_argument("--skip_bad", default=True, type=str2bool)
     p.add_argument("--wandb", default=None, type=str)
+    add_plan_args(p, "training cases (volumes) per epoch (default: BTCV's 24)")
     return p
 
 
@@ -278,6 +280,9 @@ def main(argv=None):
     parser = get_parser()
     args = parser.parse_args(argv)
     check_patch(parser, (args.roi_x, args.roi_y, args.roi_z))
+    if args.plan:
+        from voco.plan import finetune_plan
+        return run_plan(finetune_plan(args), args)
     info = init_distributed(device=args.device)
     seed_everything(args.seed, info.rank)
     logdir = Path(args.logdir)

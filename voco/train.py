@@ -19,6 +19,7 @@ import torch
 
 from shared.checkpoint import load_checkpoint, load_state, set_rng_state
 from shared.distributed import cleanup, init_distributed, seed_everything
+from shared.plan import add_plan_args, run_plan
 from shared.runfolder import check_checkpoint_run, claim_run_folder, run_file
 from shared.runlog import RunLogger
 from shared.startup import check_shared_memory
@@ -116,7 +117,14 @@ def get_parser():
     p.add_argument("--skip_bad", default=True, type=str2bool, help="skip unreadable volumes with a warning")
     add_probe_args(p)
     v2.add_recipe_args(p)
+    add_plan_args(p, "volumes in one pass over the data (default: the 10k set's 9,863)")
     return p
+
+
+def build_model(args):
+    return VoCo(args.in_channels, args.feature_size, args.hidden_dim, args.out_dim, args.use_checkpoint,
+                args.dropout_path_rate, args.spatial_dims, args.ema_momentum, args.teacher_init, args.single_network,
+                args.double_input, args.use_flash_attention, args.window_size)
 
 
 def build_optimizer(args, params):
@@ -163,6 +171,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     check_roi(parser, "--roi_x", args.roi_x, args.double_input)
     args.cache_dataset = args.cache_dataset or args.smartcache_dataset
+    if args.plan:
+        if args.recipe != "v1":
+            raise SystemExit("--plan covers --recipe v1 (the CVPR 2024 model) only; v2 is not planned yet")
+        from voco.plan import pretrain_plan
+        return run_plan(pretrain_plan(args), args)
     info = init_distributed(device=args.device)
     seed_everything(args.seed)  # same on every rank: student and teacher start identical everywhere
     torch.backends.cudnn.benchmark = True
@@ -172,10 +185,7 @@ def main(argv=None):
     if args.recipe != "v1":
         model, student = v2.build_model(args, info)
     else:
-        model = VoCo(args.in_channels, args.feature_size, args.hidden_dim, args.out_dim,
-                     args.use_checkpoint, args.dropout_path_rate, args.spatial_dims, args.ema_momentum,
-                     args.teacher_init, args.single_network, args.double_input,
-                     args.use_flash_attention, args.window_size).to(info.device)
+        model = build_model(args).to(info.device)
         student = model.student
         if info.distributed:  # only the student is wrapped: the teacher has no gradients to reduce
             if args.sync_bn and info.device.type == "cuda":

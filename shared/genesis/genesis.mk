@@ -1,7 +1,7 @@
 # Make targets common to Semantic Genesis and TransVW (one program with two names).
 # A method's method.mk includes this file once and calls
 #     $(eval $(call genesis_targets,<method>,<VARIABLE PREFIX>,<pattern folder name>))
-# which defines self-discovery-<m>, pretrain-<m>, finetune-<m>, demo-<m>, bench-<m> and the <PREFIX>_*
+# which defines self-discovery-<m>, pretrain-<m>, plan-<m>, finetune-<m>, demo-<m>, bench-<m> and the <PREFIX>_*
 # variables below (each overridable on the command line).
 #
 # <PREFIX>_SMALL=1 (default) sizes self-discovery and pre-training for the 16 sample scans (32x32x16
@@ -29,7 +29,7 @@ $(2)_PG_ARGS ?= --input_rows 32 --input_cols 32 --input_deps 16 --crop_rows 32 -
 $(2)_PRETRAIN_SMALL ?= --cls_classes 4 --nb_instances 6 --nb_val_instances 2 --batch_size 8 --width 4
 endif
 
-.PHONY: self-discovery-$(1) pretrain-$(1) finetune-$(1) demo-$(1) bench-$(1)
+.PHONY: self-discovery-$(1) pretrain-$(1) plan-$(1) finetune-$(1) demo-$(1) bench-$(1)
 
 self-discovery-$(1): $$(STAMP)
 	$$(PY) $(1)/prepare_data.py --input_dir $$($(2)_SOURCE) --output_dir $$($(2)_WORK)/dataset $$($(2)_PREP_ARGS)
@@ -44,6 +44,11 @@ self-discovery-$(1): $$(STAMP)
 pretrain-$(1): $$(STAMP)
 	$$(LAUNCH) $(1)/train.py --data_dir $$(or $$(DATA),$$($(2)_PATTERNS)) --output_dir $$($(2)_WORK)/Checkpoints \
 		$$(if $$(DATA),,$$($(2)_PRETRAIN_SMALL)) $$(ARGS)
+
+# Will it fit? FLOPs, memory, fit and GPU-hours of the configuration ARGS describes (the originals' defaults
+# without ARGS), on no GPU: shared/plan.py. E.g. make plan-$(1) ARGS="--batch_size 128 --plan_gpu A100 40GB"
+plan-$(1): $$(STAMP)
+	$$(PY) $(1)/train.py --plan $$(ARGS)
 
 finetune-$(1): $$(STAMP)
 	$$(LAUNCH) $(1)/finetune_$$($(2)_TASK).py $$(or $$(DATA),--luna16 $$($(2)_SOURCE)) \

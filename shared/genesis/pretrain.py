@@ -33,6 +33,7 @@ from shared.genesis.data import EpochBatches, RestorationBatches, batch_rng, loa
 from shared.genesis.probe import add_probe_args, online_probe
 from shared.genesis.restoration import TRANSFORMS, central_slices, restoration_pair
 from shared.guards import LossWatch, inject_nan
+from shared.plan import add_plan_args
 from shared.runfolder import check_checkpoint_run, claim_run_folder, run_file
 from shared.runlog import RunLogger, save_image_grid
 from shared.startup import check_shared_memory, cudnn_autotune
@@ -99,6 +100,7 @@ def build_parser(description, exp_name, data_dir=None):
     p.add_argument("--wandb", default=None, help="wandb project (off by default)")
     p.add_argument("--device", default=None, help="force a device (cpu, cuda, cuda:1)")
     add_probe_args(p)
+    add_plan_args(p, "training cubes per epoch (default: nb_instances x cls_classes x nb_multires_patch)")
     return p
 
 
@@ -361,7 +363,11 @@ def _all_reduce(t):
 
 
 def main(args):
-    """Run one pre-training from parsed arguments; returns the summary dict."""
+    """Run one pre-training from parsed arguments; returns the summary dict (--plan: the plan's)."""
+    if args.plan:
+        from shared.genesis.plan import pretrain_plan
+        from shared.plan import run_plan
+        return run_plan(pretrain_plan(args), args)
     info = init_distributed(device=args.device)
     try:
         with amp_guard(info.device, use_amp(args.amp, info.device)):  # CPU bf16: oneDNN off

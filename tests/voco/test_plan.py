@@ -1,0 +1,51 @@
+"""`voco/train.py --plan` and `voco/finetune.py --plan`: print the plan; memory estimate vs a measured CPU peak
+(the comparisons run a SwinUNETR for real and are marked slow; Semantic Genesis, DiRA and LoVT compare in the
+default suite)."""
+
+import pytest
+
+from shared.plan import estimate, measured_cpu_peak
+from voco import finetune, train
+from voco.plan import finetune_plan, pretrain_plan
+
+TINY_PRETRAIN = ["--feature_size", "12", "--hidden_dim", "32", "--out_dim", "32", "--window_size", "2",
+                 "--roi_x", "32", "--double_input", "True", "--num_crops", "1", "--sw_batch_size", "1",
+                 "--batch_size", "1", "--noamp", "True"]
+TINY_FINETUNE = ["--feature_size", "12", "--window_size", "2", "--roi_x", "64", "--roi_y", "32", "--roi_z", "32",
+                 "--sw_batch_size", "1", "--out_channels", "3"]
+
+
+def _within_25_percent(plan):
+    estimated, measured = estimate(plan, block=0).raw_peak, measured_cpu_peak(plan)
+    assert 0.75 <= estimated / measured <= 1.25, (estimated, measured)
+
+
+def test_pretrain_plan_prints(capsys):
+    summary = train.main(TINY_PRETRAIN + ["--plan", "--num_steps", "1000"])
+    out = capsys.readouterr().out
+    assert "Plan for voco on H100" in out and "student + EMA teacher" in out and "1,000 steps x 1 volumes" in out
+    assert summary["trainable"] * 2 == summary["parameters"]  # the teacher has no gradients
+
+
+def test_finetune_plan_prints(capsys):
+    finetune.main(TINY_FINETUNE + ["--plan", "--plan_gpu", "L40S"])
+    out = capsys.readouterr().out
+    assert "Plan for voco fine-tuning (BTCV) on L40S" in out and "1 patches of 64x32x32" in out
+    assert "--sw_batch_size" in out  # the flag named for the largest batch that fits
+
+
+@pytest.mark.slow
+def test_pretrain_estimate_matches_a_measured_peak():
+    """Student + EMA teacher with activation checkpointing (recomputation in the measured run too)."""
+    _within_25_percent(pretrain_plan(train.get_parser().parse_args(TINY_PRETRAIN)))
+
+
+@pytest.mark.slow
+def test_finetune_estimate_matches_a_measured_peak():
+    _within_25_percent(finetune_plan(finetune.get_parser().parse_args(TINY_FINETUNE)))
+
+
+def test_finetune_defaults_are_the_originals():
+    plan = finetune_plan(finetune.get_parser().parse_args(["--plan"]))
+    assert (plan.precision, plan.checkpointing, plan.samples_per_step) == ("fp32", True, 16)
+    assert plan.total_samples == 3000 * 24 * 16
