@@ -18,23 +18,39 @@ import numpy as np
 import torch
 
 
-def save_atomic(obj, path):
-    """torch.save to `path` via a temporary file and os.replace."""
+def replace_atomic(path, write):
+    """Call write(binary file) on a temporary file next to `path`, then rename it over `path`.
+
+    The file gets the permissions of a plain open() (umask), not mkstemp's 0600, so a shared run or release
+    folder stays readable by others."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            _fault_kill_in_save(f, path)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
     return path
+
+
+def save_atomic(obj, path):
+    """torch.save to `path` via a temporary file and os.replace."""
+    path = Path(path)
+
+    def write(f):
+        torch.save(obj, f)
+        _fault_kill_in_save(f, path)
+
+    return replace_atomic(path, write)
 
 
 class CheckpointError(ValueError):

@@ -23,12 +23,13 @@ import hashlib
 import json
 import os
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from huggingface_hub import ModelCard, ModelCardData, PyTorchModelHubMixin
+
+from shared.checkpoint import replace_atomic
 
 FORMAT = "ssl-medical-release/1"
 MODEL_FILE = "model.safetensors"
@@ -45,27 +46,6 @@ class ReleaseError(ValueError):
 
 # ---------------------------------------------------------------- writing
 
-def _replace_atomic(path, write):
-    """Call write(file object) on a temporary file next to `path`, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would keep a published folder from others
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
-
 def plain_tensors(state):
     """Detached, contiguous CPU copies (safetensors refuses views that share storage)."""
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items() if isinstance(v, torch.Tensor)}
@@ -76,12 +56,12 @@ def save_safetensors_atomic(state, path, metadata=None):
     from safetensors.torch import save
     tensors = plain_tensors(state)
     data = save(tensors, metadata={"format": "pt", **(metadata or {})})
-    _replace_atomic(path, lambda f: f.write(data))
+    replace_atomic(path, lambda f: f.write(data))
     return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "tensors": len(tensors)}
 
 
 def write_text_atomic(path, text):
-    return _replace_atomic(path, lambda f: f.write(text.encode("utf-8")))
+    return replace_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def sha256_file(path):
@@ -123,7 +103,7 @@ def write_release(release, out_dir):
     files[SSL_FILE] = save_safetensors_atomic(release.ssl_state, out_dir / SSL_FILE)
     if release.card.run.provenance:  # the whole list (the card shows the first PROVENANCE_SHOWN)
         text = "".join(f"{line}\n" for line in release.card.run.provenance).encode("utf-8")
-        _replace_atomic(out_dir / PROVENANCE_FILE, lambda f: f.write(text))
+        replace_atomic(out_dir / PROVENANCE_FILE, lambda f: f.write(text))
         files[PROVENANCE_FILE] = {"sha256": hashlib.sha256(text).hexdigest(), "bytes": len(text),
                                   "lines": len(release.card.run.provenance)}
     models = {name: spec for name, (_, spec) in release.models.items()}
