@@ -223,6 +223,39 @@ def raw_features(x, size):
     return pool(x.float(), size).flatten(1).numpy()
 
 
+def local_mean_features(x, sizes=(3, 7)):
+    """Per pixel or voxel of (N, *spatial) images: the raw value and its local means over sizes^d windows ->
+    (N * pixels, 1 + len(sizes)), in the order of x.reshape(-1)."""
+    import torch
+    import torch.nn.functional as F
+
+    v = torch.as_tensor(x, dtype=torch.float32).unsqueeze(1)
+    pool = {2: F.avg_pool2d, 3: F.avg_pool3d}[v.dim() - 2]
+    means = [pool(v, k, stride=1, padding=k // 2, count_include_pad=False) for k in sizes]
+    return torch.cat([v, *means], 1).movedim(1, -1).reshape(-1, 1 + len(sizes)).numpy()
+
+
+def raw_segmentation(train_x, train_y, test_x, score, seed=0, max_samples=20000):
+    """The raw-input segmentation baseline: a per-pixel (per-voxel) logistic regression on the raw value and
+    its local means (local_mean_features), fitted on a seeded balanced draw of training pixels; its threshold
+    is the one of 0.50, 0.51, ..., 0.99 that maximises `score(pred, target)` on the training images. Returns
+    the boolean prediction for test_x (its shape)."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    features, labels = local_mean_features(train_x), np.asarray(train_y).reshape(-1) > 0
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(labels), np.flatnonzero(~labels)
+    n = min(len(pos), len(neg), max_samples // 2)
+    if n == 0:
+        raise ValueError("raw_segmentation: the training masks need both foreground and background")
+    draw = np.concatenate([rng.choice(pos, n, replace=False), rng.choice(neg, n, replace=False)])
+    clf = LogisticRegression(max_iter=1000).fit(features[draw], labels[draw])
+    train_prob = clf.predict_proba(features)[:, 1].reshape(np.shape(train_y))
+    threshold = max(np.linspace(0.5, 0.99, 50), key=lambda t: score(train_prob > t, np.asarray(train_y)))
+    return clf.predict_proba(local_mean_features(test_x))[:, 1].reshape(np.shape(test_x)) > threshold
+
+
 def probe_over_seeds(probe_set, build_encoder, load_weights, seeds, feature_fn=None, key="probe_linear_auroc",
                      resplit=True, batch_size=32, raw_pool=4, groups=None, folds=5, repeats=10):
     """Frozen-probe scores (shared.probe) of a pre-trained and a random-init encoder, with the baselines.
