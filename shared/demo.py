@@ -138,7 +138,7 @@ def t_interval(values, level=0.95, test_train_ratio=None):
         return mean, mean, mean
     n = len(values)
     factor = 1 / n + (test_train_ratio or 0.0)
-    half = stats.t.ppf(0.5 + level / 2, n - 1) * statistics.stdev(values) * math.sqrt(factor)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * statistics.stdev(values) * math.sqrt(factor)
     return mean, mean - half, mean + half
 
 
@@ -257,14 +257,15 @@ def raw_segmentation(train_x, train_y, test_x, score, seed=0, max_samples=20000)
 
 
 def probe_over_seeds(probe_set, build_encoder, load_weights, seeds, feature_fn=None, key="probe_linear_auroc",
-                     resplit=True, batch_size=32, raw_pool=4, groups=None, folds=5, repeats=10):
+                     resplit=True, batch_size=32, raw_pool=4, groups=None, folds=5, repeats=10, random_inits=None):
     """Frozen-probe scores (shared.probe) of a pre-trained and a random-init encoder, with the baselines.
 
     The pre-trained encoder is an encoder after `load_weights(encoder)` (its features are taken once); a
     random one is `build_encoder()` after torch.manual_seed(s). Two designs:
     - `groups` given (patient or case of every sample, train then test samples of the set): repeated
       grouped K-fold (`folds` x `repeats`, see grouped_folds); repetition r draws the random encoder with
-      seed seeds[0] + r; the scores are per fold and `test_train_ratio` is returned for the corrected
+      seed seeds[0] + r (seeds[0] + r % random_inits when the encoder is too slow for one per repetition;
+      the shuffles still differ); the scores are per fold and `test_train_ratio` is returned for the corrected
       interval;
     - otherwise one score per seed s: with `resplit` a fresh stratified 70/30 split seeded with s (sample
       level), without it the set's own split.
@@ -293,17 +294,18 @@ def probe_over_seeds(probe_set, build_encoder, load_weights, seeds, feature_fn=N
     if groups is not None:
         if len(groups) != len(y):
             raise ValueError(f"{len(groups)} groups for {len(y)} probe samples")
-        splits = [(f"r{r}f{f}", seeds[0] + r, train, test)
+        splits = [(f"r{r}f{f}", seeds[0] + r % (random_inits or repeats), train, test)
                   for r, f, train, test in grouped_folds(groups, folds, repeats, seeds[0])]
     else:
         splits = [(s, s, *(split_indices(y, 0.3, s) if resplit else (np.arange(n_train), np.arange(n_train, len(y)))))
                   for s in seeds]
     out = {k: [] for k in ("pretrained", "random", "trivial", "raw", "seeds", "all")}
-    random_seed, ratios = None, []
+    random_features, ratios = {}, []
     for label, seed, train, test in splits:
-        if seed != random_seed:  # one random encoder per seed (per repetition of the folds)
+        if seed not in random_features:  # one random encoder per seed (per repetition of the folds)
             torch.manual_seed(seed)
-            found["random"], random_seed = features(build_encoder()), seed
+            random_features[seed] = features(build_encoder())
+        found["random"] = random_features[seed]
         scores = {}
         try:
             for name in ("pretrained", "random", "raw"):
