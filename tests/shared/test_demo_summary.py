@@ -216,3 +216,26 @@ def test_probe_over_seeds_finds_the_planted_signal_only_in_the_loaded_encoder():
     assert folds["seeds"][:2] == ["r0f0", "r0f1"] and len(folds["seeds"]) == 10
     assert folds["test_train_ratio"] == pytest.approx(0.25, abs=0.05)
     assert all(v > 0.95 for v in folds["pretrained"])
+
+
+def test_raw_segmentation_finds_a_bright_blob_from_raw_values_alone():
+    import numpy as np
+
+    from shared.demo import local_mean_features, raw_segmentation
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.0, 0.1, (6, 16, 16)).astype(np.float32)
+    y = np.zeros_like(x)
+    for i in range(6):  # a bright 4x4 square at a different place in each image
+        r, c = 2 + 2 * i, 10 - i
+        x[i, r:r + 4, c:c + 4] += 1.0
+        y[i, r:r + 4, c:c + 4] = 1
+    features = local_mean_features(x[:1])
+    assert features.shape == (256, 3) and features[0, 0] == x[0, 0, 0]  # the raw value first, pixel order
+
+    def dice(pred, target):
+        return 2 * (pred & (target > 0)).sum() / (pred.sum() + (target > 0).sum())
+    pred = raw_segmentation(x[:4], y[:4], x[4:], dice, seed=0)
+    assert pred.shape == (2, 16, 16) and dice(pred, y[4:]) > 0.8
+    with pytest.raises(ValueError, match="both foreground and background"):
+        raw_segmentation(x[:2], np.zeros_like(x[:2]), x[2:], dice)
