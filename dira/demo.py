@@ -104,6 +104,8 @@ def main(argv=None):
           f"{np.mean(probe['random']):.3f}, raw {np.mean(probe['raw']):.3f} ({time.time() - start:.0f} s)")
     budgets = [args.ft_epochs] + ([args.ft_long_epochs] if args.ft_long_epochs else [])
     dice = {(e, arm): [] for e in budgets for arm in ("pretrained", "random")}
+    encoder_only = encoder_weights(weights, out / "encoder_only.pth")
+    dice[args.ft_epochs, "encoder"] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for seed in seeds:
@@ -113,6 +115,10 @@ def main(argv=None):
                 dice[epochs, "pretrained"].append(
                     finetune.main(common + ["--init", "dira", "--proxy_dir", str(weights)])["dice"])
                 dice[epochs, "random"].append(finetune.main(common + ["--init", "random"])["dice"])
+                if epochs == args.ft_epochs:  # the pre-trained encoder alone, the decoder random
+                    dice[epochs, "encoder"].append(finetune.main(
+                        common + ["--init", "imagenet", "--proxy_dir", str(encoder_only),
+                                  "--output_dir", str(out / f"finetune_{epochs}ep_encoder_seed{seed}")])["dice"])
                 print(f"seed {seed}, {epochs} epochs: Dice {dice[epochs, 'pretrained'][-1]:.3f} vs "
                       f"{dice[epochs, 'random'][-1]:.3f} ({time.time() - start:.0f} s)")
     raw = lung_raw_baseline(xray, train_list, args.img_size, seeds)
@@ -132,7 +138,10 @@ def main(argv=None):
                    lower_is_better=True),
             probe_metric("any finding vs none, linear AUROC, patient-grouped 5-fold x 10", probe),
             metric("fine-tune", f"lung segmentation Dice (test list), {long} epochs", seeds, *at(long), trivial=0.0,
-                   raw=raw, short=short)]
+                   raw=raw, short=short),
+            metric("fine-tune", f"the same, {args.ft_epochs} epochs, pre-trained encoder only (decoder random) vs "
+                   "random init", seeds, dice[args.ft_epochs, "encoder"], dice[args.ft_epochs, "random"], trivial=0.0,
+                   raw=raw)]
     row = write_row("dira", runs=args.runs, data=f"sample ChestX-ray14, {n_train} training X-rays", steps=steps,
                     final_loss=round(final_loss, 4), wall_time_s=round(wall, 1),
                     loss_csv=os.path.relpath(stage2 / "metrics.csv"), metrics=rows,
@@ -143,6 +152,16 @@ def main(argv=None):
                                                indent=2))
     print(f"DiRA demo: dir+dira {steps} steps, final loss {final_loss:.4f}; Dice ({long} epochs) pretrained "
           f"{dice[long, 'pretrained']} vs random {dice[long, 'random']}; {wall:.0f} s -> {row}")
+
+
+def encoder_weights(unet_weights, path):
+    """The encoder tensors of a DiRA U-Net state dict (best_checkpoint.pth) as a plain ResNet state dict, the
+    file `finetune.py --init imagenet --proxy_dir` loads into the U-Net's encoder only."""
+    from shared.checkpoint import load_checkpoint, save_atomic
+
+    state = load_checkpoint(unet_weights, map_location="cpu")
+    save_atomic({k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}, path)
+    return path
 
 
 def image_names(xray):

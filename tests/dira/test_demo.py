@@ -14,7 +14,7 @@ def _row(xray_root, runs):
 
 def test_demo_row_is_the_same_when_run_twice(dira_sample, tmp_path):
     first, second = _row(dira_sample, tmp_path / "a"), _row(dira_sample, tmp_path / "b")
-    retrieval, restoration, probe, finetune = first["metrics"]
+    retrieval, restoration, probe, finetune, encoder_only = first["metrics"]
     assert retrieval["kind"] == restoration["kind"] == "pretext" and restoration["lower_is_better"]
     assert probe["kind"] == "probe" and finetune["kind"] == "fine-tune"
     assert probe["seeds"][:2] == ["r0f0", "r0f1"] and probe["test_train_ratio"] > 0  # grouped K-fold
@@ -23,7 +23,9 @@ def test_demo_row_is_the_same_when_run_twice(dira_sample, tmp_path):
     assert finetune["trivial"] == [0.0, 0.0] and len(finetune["raw"]) == 2
     assert first["data"].endswith("16 training X-rays") and first["steps"] > 0
     assert "0 of 27 trained on" in first["seen"]
-    for m in (retrieval, restoration, finetune):
+    assert "encoder only" in encoder_only["name"] and encoder_only["random"] == finetune["short"]["random"]
+    assert encoder_only["pretrained"] != finetune["short"]["pretrained"]  # the decoder's weights matter
+    for m in (retrieval, restoration, finetune, encoder_only):
         assert len(m["pretrained"]) == len(m["random"]) == 2
     for m in first["metrics"]:
         assert all(0 <= v <= 1 for v in m["pretrained"] + m["random"])
