@@ -163,7 +163,8 @@ def main(argv=None):
 
 
 def localized_tasks(args, weights, out, seeds, started):
-    """Per seed: the RSNA linear segmentation head (Dice) and, unless --det_steps 0, frozen YOLOv3 (mAP)."""
+    """Per seed: the RSNA linear segmentation head (Dice) and, unless --det_steps 0, frozen YOLOv3 (mAP), at the
+    pre-training resolution (--size)."""
     from lovt.evaluation.demo import run_demo_tasks
 
     tasks = {"rsna_seg_linear_100": ("RSNA opacity segmentation, linear head on frozen features: Dice",
@@ -174,7 +175,8 @@ def localized_tasks(args, weights, out, seeds, started):
     for seed in seeds:
         for task, (name, steps) in tasks.items():
             res = run_demo_tasks(Path(args.sample), weights, out / "downstream" / f"seed{seed}", tasks=(task,),
-                                 seed=seed, max_steps=steps, max_epochs=max(2, steps))[task]
+                                 seed=seed, max_steps=steps, max_epochs=max(2, steps),
+                                 input_size=args.size)[task]  # the pre-training resolution
             found[name]["pretrained"].append(res["pretrained"])
             found[name]["random"].append(res["random"])
             print(f"[{time.time() - started:.0f} s] seed {seed} {task}: {res['pretrained']:.3f} vs {res['random']:.3f}")
