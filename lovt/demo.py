@@ -154,8 +154,8 @@ def main(argv=None):
     row = write_row("lovt", runs=args.runs, data="sample MIMIC-CXR-JPG pairs; RSNA sample downstream",
                     steps=int(result["trainer"].global_step), final_loss=final_loss, metrics=rows,
                     wall_time_s=round(time.time() - started, 1), loss_csv=loss_csv,
-                    seen=f"pretext: 0 of {n} test-split studies trained on; probe and localized tasks: RSNA images, "
-                         "none in pre-training (another dataset)")
+                    seen=f"pretext: 0 of {n} validation + test studies trained on; probe and localized tasks: RSNA "
+                         "images, none in pre-training (another dataset)")
     (out / "seeds.json").write_text(json.dumps({"seeds": seeds, "pretext": pretext, "probe": probe["all"],
                                                 "localized": localized}, indent=2))
     print(f"LoVT demo: {result['trainer'].global_step} steps, final loss {final_loss:.4f}, RSNA probe AUROC "
@@ -184,7 +184,8 @@ def localized_tasks(args, weights, out, seeds, started):
 
 
 def pretext_scores(cfg, model, seeds):
-    """Per seed, on the test split of the pre-training dataset (studies never trained on): LoVT's global
+    """Per seed, on the validation and test splits of the pre-training dataset (studies never trained on; the
+    validation loss picked the checkpoint; the test split alone holds 5 studies of the sample): LoVT's global
     alignment as retrieval, image -> report and report -> image recall at 1 and 5 (cosine of the projected
     global embeddings; chance k/N), for the pre-trained model and a random one built with the seed (its scan
     and report encoders as pre-training starts them). The held-out studies go through as one batch with
@@ -199,8 +200,8 @@ def pretext_scores(cfg, model, seeds):
     config = model_config(cfg.pretrain_model)
     data = FastPretrainDataModule(cfg.pretrain_dataset, config, num_workers=0, dataset_path=cfg.dataset_path)
     data.setup("test")
-    config.batch_size = len(data.datasets["test"])
-    batch = next(iter(data.test_dataloader()))
+    held_out = torch.utils.data.ConcatDataset([data.datasets["validation"], data.datasets["test"]])
+    batch = next(iter(torch.utils.data.DataLoader(held_out, batch_size=len(held_out), collate_fn=data.collate)))
 
     def recalls(net):
         net = copy.deepcopy(net).eval()
