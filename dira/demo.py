@@ -222,10 +222,6 @@ def seen_statement(xray, train_list, probe_set):
             f"{sum(n in validated for n in names)} more in pre-training's validation list")
 
 
-if __name__ == "__main__":
-    main()
-
-
 
 def pretext_scores(xray, checkpoint, seeds, img_size, arch="resnet18"):
     """Per seed, on the test-list X-rays (never in pre-training): DiRA's pretext for the pre-trained query U-Net
@@ -269,3 +265,7 @@ def pretext_scores(xray, checkpoint, seeds, img_size, arch="resnet18"):
         out["mse_identity"].append(float(F.mse_loss(y1.mean(1, keepdim=True), target)))
     out["n"], out["chance"] = len(images), 1.0 / len(images)
     return out
+
+
+if __name__ == "__main__":
+    main()
