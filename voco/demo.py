@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from shared.demo import make_deterministic, metric, probe_over_seeds, write_row
+from shared.demo import make_deterministic, metric, probe_metric, probe_over_seeds, write_row
 from voco import finetune, train
 
 # the five largest BTCV organs (1-based label values): spleen, kidneys, liver, stomach
@@ -101,7 +101,12 @@ def main(argv=None):
           f"({time.time() - t0:.0f} s)")
 
     seeds = list(range(args.seeds))
-    probe = organ_probe(btcv, weights, args, seeds)
+    pretext = pretext_scores(btcv, weights, args, seeds)
+    print(f"pretext on {pretext['n_volumes']} held-out volumes: overlap MAE {pretext['mae_pretrained']} vs "
+          f"{pretext['mae_random']}, top-1 base {pretext['top1_pretrained']} vs {pretext['top1_random']}")
+    probe, cases = organ_probe(btcv, weights, args, seeds)
+    print(f"probe AUROC over {len(probe['seeds'])} folds: {np.mean(probe['pretrained']):.3f} vs "
+          f"{np.mean(probe['random']):.3f}, raw {np.mean(probe['raw']):.3f} ({time.time() - t0:.0f} s)")
     ft = finetune_args(btcv, out, args, tiny)
     runs = {"pretrained": [], "random": []}
     for seed in seeds:
@@ -111,18 +116,25 @@ def main(argv=None):
             "--pretrained_branch", args.pretrained_branch]))
         runs["random"].append(finetune.main(common + ["--logdir", str(out / "finetune" / f"random_seed{seed}"),
                                                       "--use_ssl_pretrained", "False"]))
-        print(f"seed {seed}: probe AUROC {probe['pretrained'][seed]:.3f} vs {probe['random'][seed]:.3f}, mean Dice "
-              f"{runs['pretrained'][-1]['mean_dice']:.4f} vs {runs['random'][-1]['mean_dice']:.4f} "
-              f"({time.time() - t0:.0f} s)")
+        print(f"seed {seed}: mean Dice {runs['pretrained'][-1]['mean_dice']:.4f} vs "
+              f"{runs['random'][-1]['mean_dice']:.4f} ({time.time() - t0:.0f} s)")
     wall = round(time.time() - t0, 1)
     dice = {k: [r["mean_dice"] for r in v] for k, v in runs.items()}
     path = write_row("voco", runs=args.runs, data="sample btcv CT (6 train / 2 val)", steps=len(rows),
                      final_loss=float(rows[-1]["loss"]), wall_time_s=wall,
-                     loss_csv=(out / "pretrain" / "voco_pretrain.metrics.csv").as_posix(), metrics=[
-                         metric("probe", "13 organ patches, macro linear AUROC", seeds, probe["pretrained"],
-                                probe["random"]),
-                         metric("fine-tune", "BTCV mean Dice, 13 organs (val)", seeds, dice["pretrained"],
-                                dice["random"])])
+                     loss_csv=(out / "pretrain" / "voco_pretrain.metrics.csv").as_posix(),
+                     seen=seen_statement(btcv, cases),
+                     metrics=[
+                         metric("pretext", f"{pretext['n_volumes']} held-out volumes, overlap-prediction MAE over "
+                                "(random crop, base crop) pairs; trivial: 0 everywhere", seeds,
+                                pretext["mae_pretrained"], pretext["mae_random"], trivial=pretext["mae_zero"],
+                                lower_is_better=True),
+                         metric("pretext", "the same crops, the most-overlapping base crop found (top-1; chance "
+                                f"{pretext['chance']:.3f})", seeds, pretext["top1_pretrained"],
+                                pretext["top1_random"], trivial=pretext["chance"]),
+                         probe_metric("13 organ patches, macro linear AUROC, case-grouped 4-fold x 10", probe),
+                         metric("fine-tune", "BTCV mean Dice, 13 organs (val); trivial: background everywhere; raw "
+                                "baseline owed", seeds, dice["pretrained"], dice["random"], trivial=0.0)])
     names = finetune.BTCV_ORGANS
     detail = {"organs": names, "large_organs": [names[c - 1] for c in LARGE_ORGANS], "seeds": seeds,
               "pretext": {"steps": len(rows), "neg": [float(r["neg"]) for r in rows]},
@@ -137,13 +149,16 @@ def main(argv=None):
 
 
 def organ_probe(btcv, weights, args, seeds):
-    """Per seed: the organ-patch probe of the pre-trained branch and of a random branch built with the seed."""
+    """The organ-patch probe of the pre-trained branch and of random branches, with its baselines, over
+    case-grouped 4-fold x 10 (a case's patches never on both sides; shared.demo.probe_over_seeds; random
+    inits from 3 seeds, cycled: a Swin forward over every patch takes tens of seconds on a CPU); returns
+    (its result, the case of every patch)."""
     from voco.export import branch_state_dict
     from voco.models import Swin
     from voco.probe import btcv_probe_set, feature_fn
 
-    probe_set = btcv_probe_set(btcv / "dataset_0.json", None, base_roi=32, num_crops=args.num_crops, roi=32,
-                               per_organ=1, seed=0)
+    probe_set, cases = btcv_probe_set(btcv / "dataset_0.json", None, base_roi=32, num_crops=args.num_crops,
+                                      roi=32, per_organ=1, seed=0, with_cases=True)
     state = branch_state_dict(weights, args.pretrained_branch)
 
     def build():
@@ -153,7 +168,74 @@ def organ_probe(btcv, weights, args, seeds):
         missing = branch.load_state_dict(state, strict=False).missing_keys
         if any(not k.startswith("proj_head") for k in missing):
             raise RuntimeError(f"pre-trained encoder tensors missing: {missing[:5]}")
-    return probe_over_seeds(probe_set, build, load, seeds, feature_fn=feature_fn)
+    found = probe_over_seeds(probe_set, build, load, seeds[:1], feature_fn=feature_fn, groups=cases, folds=4,
+                             random_inits=3)
+    return found, cases
+
+
+def seen_statement(btcv, cases):
+    """Which evaluation cases pre-training read (btcv.json's training list)."""
+    from voco.data import load_datalist
+
+    trained = {str(d["image"]) for d in load_datalist(btcv / "btcv.json", None)}
+    val = {str(d["image"]) for d in load_datalist(btcv / "dataset_0.json", None, key="validation")}
+    probe = sorted(set(cases))
+    return (f"probe: {sum(c in trained for c in probe)} of {len(probe)} cases trained on; fine-tuning validation "
+            f"(its Dice): {len(val & trained)} of {len(val)}; pretext: 0 of the {len(held_out_items(btcv))} "
+            "held-out volumes")
+
+
+def held_out_items(btcv):
+    """btcv.json's validation volumes: pre-training reads its training list only."""
+    from voco.data import load_datalist
+
+    return load_datalist(btcv / "btcv.json", None, key="validation")
+
+
+def pretext_scores(btcv, checkpoint, args, seeds, crops_per_volume=8):
+    """Per seed, on the held-out volumes (btcv.json's validation list): VoCo's pretext for the pre-trained
+    student (encoder and projection head) and a random one (seeded): the mean absolute error between the
+    predicted overlap (ReLU-cosine of a random crop's and a base crop's embeddings) and the true overlap
+    fraction, over every (random crop, base crop) pair; the trivial prediction is 0 everywhere (most pairs do
+    not overlap); and how often the base crop predicted to overlap most is the one that overlaps most (chance
+    1/9 on a 3x3 grid). The seed draws the crops (the same for both models). BatchNorm uses the crops' own batch
+    statistics, as in pre-training (one batch per volume: its random and base crops together)."""
+    import torch
+
+    from shared.checkpoint import load_checkpoint
+    from voco.data import VoCoCrops, base_dataset, pretrain_transforms
+    from voco.losses import online_assign
+    from voco.models import Swin
+
+    def build():
+        return Swin(feature_size=12, hidden_dim=64, out_dim=64, window_size=2, double_input=True)
+    crops = VoCoCrops(32, 32, args.num_crops, crops_per_volume, aug=False)
+    volumes = [v["image"] for v in base_dataset(held_out_items(btcv), pretrain_transforms(size=crops.volume_size))]
+    state = load_checkpoint(checkpoint, map_location="cpu")
+    state = state.get("state_dict", state)
+    prefix = f"{args.pretrained_branch}."
+    pretrained = build()
+    pretrained.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    out = {"mae_pretrained": [], "mae_random": [], "mae_zero": [], "top1_pretrained": [], "top1_random": [],
+           "n_volumes": len(volumes), "chance": 1.0 / crops.num_crops ** 2}
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        drawn = [crops(v, rng) for v in volumes]
+        torch.manual_seed(seed)
+        for name, net in (("pretrained", pretrained), ("random", build())):
+            net.train()  # batch statistics, as the pretext saw them; no gradient
+            errors, hits = [], []
+            with torch.no_grad():
+                for d in drawn:
+                    emb = net(torch.cat([d["image"], d["crops"]]))
+                    s = len(d["image"])
+                    predicted = online_assign(emb[:s], emb[s:]).double()
+                    errors.append((predicted - d["labels"]).abs().mean())
+                    hits.append((predicted.argmax(1) == d["labels"].argmax(1)).double().mean())
+            out[f"mae_{name}"].append(float(torch.stack(errors).mean()))
+            out[f"top1_{name}"].append(float(torch.stack(hits).mean()))
+        out["mae_zero"].append(float(np.mean([d["labels"].abs().mean() for d in drawn])))
+    return out
 
 
 if __name__ == "__main__":

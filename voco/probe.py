@@ -71,8 +71,9 @@ def organ_patches(image, label, base_roi, roi, per_organ, rng, organs=None):
 
 def btcv_probe_set(json_path, data_dir=None, base_roi=96, num_crops=4, roi=64, per_organ=2, a_min=-175.0,
                    a_max=250.0, seed=0, train_key="training", test_key="validation", max_per_split=None,
-                   organs=None):
-    """ProbeSet of organ patches of the labelled volumes of a decathlon json (train / test by case)."""
+                   organs=None, with_cases=False):
+    """ProbeSet of organ patches of the labelled volumes of a decathlon json (train / test by case); with
+    `with_cases`, also the case (image path) of every patch, train then test patches: (ProbeSet, cases)."""
     from voco.data import load_datalist
 
     json_path = Path(json_path)
@@ -80,20 +81,23 @@ def btcv_probe_set(json_path, data_dir=None, base_roi=96, num_crops=4, roi=64, p
         json_path = json_path / "dataset_0.json"
     transform = _volume_transform((num_crops * base_roi, num_crops * base_roi, base_roi), a_min, a_max)
     rng = np.random.default_rng(seed)
-    splits = {}
+    splits, cases = {}, []
     for key in (train_key, test_key):
-        xs, ys = [], []
+        xs, ys, of = [], [], []
         for item in load_datalist(json_path, data_dir, key=key, keys=("image", "label")):
             d = transform(item)
             x, y = organ_patches(d["image"], d["label"], base_roi, roi, per_organ, rng, organs)
             xs += x
             ys += y
+            of += [str(item["image"])] * len(x)
         if len(set(ys)) < 2:
             raise ValueError(f"{json_path}: the {key!r} cases give patches of {len(set(ys))} organ(s); "
                              "a probe needs labelled volumes with at least two organs")
         keep = subsample_indices(np.asarray(ys), max_per_split, seed)  # stratified by organ
         splits[key] = (torch.stack([xs[i] for i in keep]), np.asarray(ys, dtype=np.int64)[keep])
-    return ProbeSet(*splits[train_key], *splits[test_key], name=f"btcv organ patches ({json_path.name})")
+        cases += [of[i] for i in keep]
+    probe_set = ProbeSet(*splits[train_key], *splits[test_key], name=f"btcv organ patches ({json_path.name})")
+    return (probe_set, cases) if with_cases else probe_set
 
 
 def feature_fn(branch):

@@ -3,22 +3,26 @@
 1. self-discovery (shared.genesis.self_discovery.pipeline): sample scans -> normalised volumes -> autoencoder
    -> per-patient features -> pattern classes written in the original file layout;
 2. pre-training (the method's train.py) on those pattern cubes;
-3. downstream nodule segmentation (the method's finetune_segmentation.py: the whole U-Net, soft Dice) from
+3. the pretext on held-out data: pattern cubes of self-discovery's validation patients (never trained on),
+   restoration MSE and pattern-class accuracy of the pre-trained model and of random init, per seed;
+4. downstream nodule segmentation (the method's finetune_segmentation.py: the whole U-Net, soft Dice) from
    the pre-trained weights and from random init, for several seeds (a seed fixes the patient split, the
-   initialisation and the batch order, the same for both runs); metric: mean hard Dice per test cube
-   (a cube without a nodule scores 1 only when nothing is predicted), mean over the seeds.
+   initialisation and the batch order, the same for both runs); scores: voxel Dice over the test cubes that
+   hold a nodule, the false-positive rate on the empty ones, and the per-cube mean hard Dice (smoothing 1:
+   an empty cube scores 1 when nothing is predicted, so predicting nothing scores the share of empty cubes);
+   baselines: predicting nothing, and a per-voxel logistic regression on raw intensities;
    `--task classification` runs nodule presence from the encoder (test AUC) instead;
-4. the frozen-feature probe (shared.genesis.probe: nodule vs non-nodule candidate cubes, split by patient with
-   the seed): linear-probe AUROC of the pooled bottleneck of the pre-trained encoder and of a random encoder
-   (initialised with the seed), for the same seeds.
+5. the frozen-feature probe (shared.genesis.probe: nodule vs non-nodule candidate cubes, split by patient with
+   the seed): linear-probe AUROC of the centre of the bottleneck of the pre-trained encoder and of a random
+   encoder (initialised with the seed), beside chance and the same probe on the raw cube's centre.
 Writes runs/demo/<method>/row.json through shared.demo.write_row (per-seed scores of both metrics; the table
 gives means, 95 % intervals and the paired difference), and the per-seed scores to seeds.json.
 The same command gives the same numbers on the same machine: seeds everywhere, deterministic torch kernels,
 a fixed thread count (--threads).
 
-Why segmentation: it uses the whole pre-trained encoder-decoder, and its gain held on every seed tried:
-on the sample data (3 seeds) pre-training raised the mean test Dice from 0.09 to 0.16 with the defaults
-(10 + 10 epochs, about 140 s on 2 cores) and from 0.19 to 0.30 with 20 + 20 epochs (about 290 s).
+Why segmentation: it uses the whole pre-trained encoder-decoder. The per-cube mean Dice rose from 0.09 to
+0.16 with pre-training on the sample data (3 seeds, 10 + 10 epochs), but predicting nothing scores 0.41
+there: hence the voxel Dice on nodule cubes and the baselines.
 Nodule presence from the encoder alone (the earlier demo: 5 pre-training and 8 fine-tuning epochs) gave
 no stable reading: mean AUC 0.76 vs 0.78 in one run, 0.91 vs 0.79 in another run, pre-trained lower on
 one seed.
@@ -36,6 +40,7 @@ import time
 from pathlib import Path
 
 CUBE = (32, 32, 16)
+HELD_OUT_PER_CLASS = 4  # pattern cubes per class and held-out patient: one per validation patient (4 of 16)
 TASK = "segmentation"
 # task -> (what the row's data column says, metric name, extra fine-tuning flags)
 TASKS = {"segmentation": ("nodule segmentation", "test Dice", []),
@@ -83,12 +88,12 @@ def run_demo(method, exp_name, pretrain_main, finetune_mains, argv=None):
     for old in [out / "pretrain", *out.glob("finetune_*")]:  # a demo is a fresh run: no earlier settings to clash with
         shutil.rmtree(old, ignore_errors=True)
     found = run_self_discovery(luna, out / "self_discovery", nb_classes=args.classes, nb_instances=6,
-                               nb_instances_val=2, cube=CUBE, seed=args.seed)
+                               nb_instances_val=HELD_OUT_PER_CLASS, cube=CUBE, seed=args.seed)
     print(f"self-discovery: {len(found['files'])} pattern files in {found['save']} ({time.time() - start:.0f}s)")
 
     summary = pretrain_main([
         "--data_dir", str(found["save"]), "--output_dir", str(out / "pretrain"), "--cls_classes", str(args.classes),
-        "--nb_instances", "6", "--nb_val_instances", "2", "--batch_size", "8", "--num_workers", "0",
+        "--nb_instances", "6", "--nb_val_instances", str(HELD_OUT_PER_CLASS), "--batch_size", "8", "--num_workers", "0",
         "--width", str(args.width), "--nb_epoch", str(args.pretrain_epochs), "--lr", str(args.pretrain_lr),
         "--seed", str(args.seed), "--n_images", "2"])
     weights = out / "pretrain" / "en_de" / f"{exp_name}.pt"
@@ -99,6 +104,8 @@ def run_demo(method, exp_name, pretrain_main, finetune_mains, argv=None):
     finetune_main = finetune_mains[args.task]
     what, metric, task_flags = TASKS[args.task]
     scores = {"pretrained": [], "random": []}
+    detail = {"dice_positive_pretrained": [], "dice_positive_random": [], "fp_rate_pretrained": [],
+              "fp_rate_random": []}
     for seed in range(args.seed, args.seed + args.finetune_seeds):
         for name, extra in (("pretrained", ["--weights", str(weights)]), ("random", [])):
             result = finetune_main([
@@ -108,21 +115,37 @@ def run_demo(method, exp_name, pretrain_main, finetune_mains, argv=None):
                 *task_flags, "--seed", str(seed), "--output_dir", str(out / f"finetune_{name}_seed{seed}"),
                 *extra])
             scores[name].append(result["test_metric"])
+            if "test_dice_positive" in result:
+                detail[f"dice_positive_{name}"].append(result["test_dice_positive"])
+                detail[f"fp_rate_{name}"].append(result["test_fp_rate_empty"])
         print(f"seed {seed}: {metric} pretrained {scores['pretrained'][-1]:.3f} random {scores['random'][-1]:.3f} "
               f"({time.time() - start:.0f}s)")
     seeds = list(range(args.seed, args.seed + args.finetune_seeds))
+    pretext = pretext_scores(found["save"], weights, args.width, args.classes, seeds)
+    print(f"pretext on {pretext['n']} held-out cubes: restoration MSE pretrained {pretext['mse_pretrained']} random "
+          f"{pretext['mse_random']}; class accuracy {pretext['acc_pretrained']} vs {pretext['acc_random']}")
+    seen = seen_statement(luna, found["dataset"], seeds)
     probe = probe_scores(luna, weights, args.width, seeds, args.probe_neg_per_pos)
     print(f"probe (linear AUROC): pretrained {probe['pretrained']} random {probe['random']} "
           f"({time.time() - start:.0f}s)")
+    downstream = finetune_metrics(args.task, what, metric, seeds, scores, detail, luna)
     (out / "seeds.json").write_text(json.dumps({"metric": metric, "task": args.task, "seeds": seeds, **scores,
-                                                "probe": probe}, indent=2))
+                                                **detail, "probe": probe, "pretext": pretext}, indent=2))
     wall = time.time() - start
     path = write_row(method, runs=args.runs, data=f"sample LUNA16 (16 scans), {what}",
                      steps=summary["steps"], final_loss=_last_val_loss(loss_csv), wall_time_s=round(wall, 1),
-                     loss_csv=str(loss_csv), metrics=[
-                         metric_row("probe", "nodule vs non-nodule cubes, linear AUROC", seeds,
-                                    probe["pretrained"], probe["random"]),
-                         metric_row("fine-tune", f"{what} {metric}", seeds, scores["pretrained"], scores["random"])])
+                     loss_csv=str(loss_csv), seen=seen, metrics=[
+                         metric_row("pretext", f"{pretext['n']} held-out pattern cubes (validation patients), "
+                                    "restoration MSE; trivial: the transformed cube as is", seeds,
+                                    pretext["mse_pretrained"], pretext["mse_random"], trivial=pretext["mse_identity"],
+                                    lower_is_better=True),
+                         metric_row("pretext", f"the same cubes, {args.classes}-class pattern accuracy; trivial: "
+                                    "the majority class", seeds, pretext["acc_pretrained"], pretext["acc_random"],
+                                    trivial=pretext["acc_majority"]),
+                         metric_row("probe", "nodule vs non-nodule cubes, linear AUROC of the bottleneck's centre",
+                                    seeds, probe["pretrained"], probe["random"], trivial=probe["trivial"],
+                                    raw=probe["raw"]),
+                         *downstream])
     mean = {k: statistics.fmean(v) for k, v in scores.items()}
     print(f"{method} demo: {metric} over {len(seeds)} seeds, pretrained {mean['pretrained']:.3f} vs random "
           f"{mean['random']:.3f}; probe AUROC {statistics.fmean(probe['pretrained']):.3f} vs "
@@ -130,23 +153,170 @@ def run_demo(method, exp_name, pretrain_main, finetune_mains, argv=None):
     return path
 
 
-def probe_scores(luna, weights, width, seeds, neg_per_pos):
-    """Per seed: linear-probe AUROC of the pre-trained encoder and of a random one initialised with the seed
-    (the probe set's patient split follows the seed too); k-NN AUROC alongside."""
+def finetune_metrics(task, what, metric, seeds, scores, detail, luna):
+    """The fine-tuning rows with their baselines. Segmentation: voxel Dice on the nodule cubes (the reading
+    that can show learning) and the per-cube mean Dice (where predicting nothing scores the share of empty
+    cubes); the false-positive rate on empty cubes goes in the names. Classification: AUC, chance 0.5."""
+    from shared.demo import CHANCE_AUROC
+    from shared.demo import metric as metric_row
+
+    if task != "segmentation":
+        return [metric_row("fine-tune", f"{what} {metric} (no raw baseline for this task)", seeds,
+                           scores["pretrained"], scores["random"], trivial=CHANCE_AUROC)]
+    base = segmentation_baselines(luna, seeds)
+
+    def mean(values):
+        return f"{statistics.fmean(values):.2f}"
+    fp = (f"false-positive rate on empty cubes: pre-trained {mean(detail['fp_rate_pretrained'])}, random "
+          f"{mean(detail['fp_rate_random'])}, raw {mean(base['raw_fp_rate'])}, trivial 0")
+    return [metric_row("fine-tune", f"{what}, voxel Dice on nodule cubes ({fp})", seeds,
+                       detail["dice_positive_pretrained"], detail["dice_positive_random"],
+                       trivial=base["trivial_dice_positive"], raw=base["raw_dice_positive"]),
+            metric_row("fine-tune", f"{what}, mean {metric} per cube (smoothing 1; empty cubes score 1 if "
+                       "nothing is predicted)", seeds, scores["pretrained"], scores["random"],
+                       trivial=base["trivial_dice"], raw=base["raw_dice"])]
+
+
+def seen_statement(luna, dataset, seeds):
+    """Which downstream test scans pre-training saw: self-discovery reads every scan (its features assign the
+    pattern classes), the pre-training cubes come from its train-split scans."""
+    import csv as csv_module
+
+    import numpy as np
+
+    from shared.genesis.finetune import patient_splits
+
+    with open(Path(dataset) / "volumes.csv", newline="") as f:
+        split = {r["id"]: r["split"] for r in csv_module.DictReader(f)}
+    trained = {uid for uid, s in split.items() if s == "train"}
+    counts = {"test": [], "val": []}
+    for seed in seeds:
+        split_of = patient_splits(sorted(split), (0.6, 0.2, 0.2), np.random.default_rng(seed))
+        for part in counts:
+            held = {uid for uid, s in split_of.items() if s == part}
+            counts[part].append((len(held & trained), len(held)))
+
+    def said(pairs):
+        return ", ".join(f"{a} of {b}" for a, b in pairs)
+    probe = [(a + c, b + d) for (a, b), (c, d) in zip(counts["test"], counts["val"])]
+    return (f"self-discovery read all {len(split)} scans; pre-training cubes came from {len(trained)} of them; "
+            f"among those, per seed: fine-tune test scans {said(counts['test'])}, probe test scans (val + test) "
+            f"{said(probe)}")
+
+
+def pretext_scores(pattern_dir, weights, width, classes, seeds, batch_size=8):
+    """Per seed: the pretext on the held-out pattern cubes (self-discovery's validation patients: never
+    trained on; their loss picked the best epoch) for the pre-trained model and a random one initialised with
+    the seed: restoration MSE and pattern-class accuracy of the classification head. The seed also draws the
+    transforms (the same for both models)."""
+    import numpy as np
     import torch
 
-    from shared.genesis.probe import Encoder3D, nodule_probe_set
+    from shared.genesis.data import RestorationBatches, load_patterns
+    from shared.genesis.pretrain import build_model
     from shared.weights import load_pretrained
 
-    out = {"pretrained": [], "random": [], "knn_pretrained": [], "knn_random": []}
+    _, held_out = load_patterns(pattern_dir, classes, nb_instances=6, nb_val_instances=HELD_OUT_PER_CLASS,
+                                skip_blank=True)
+    out = {"mse_pretrained": [], "mse_random": [], "acc_pretrained": [], "acc_random": [], "mse_identity": [],
+           "n": len(held_out), "classes": classes,
+           "acc_majority": float(np.bincount(held_out.labels()).max() / len(held_out))}
+    pretrained = build_model("en_de", classes, width)
+    load_pretrained(pretrained, weights, min_matched=0.99, verbose=False)
+    for seed in seeds:
+        torch.manual_seed(seed)
+        models = {"pretrained": pretrained, "random": build_model("en_de", classes, width)}
+        batches = RestorationBatches(held_out, "val", seed=seed)
+        order = np.arange(len(held_out))
+        sums = {name: [0.0, 0.0] for name in models}
+        identity = 0.0  # the transformed cube returned as its own restoration
+        for b, start in enumerate(range(0, len(order), batch_size)):
+            batch = batches[(0, b, order[start:start + batch_size])]
+            identity += float(torch.nn.functional.mse_loss(batch["inputs"], batch["targets"])) * len(batch["labels"])
+            for name, model in models.items():
+                model.eval()
+                with torch.no_grad():
+                    restored, logits = model(batch["inputs"])
+                n = len(batch["labels"])
+                sums[name][0] += float(torch.nn.functional.mse_loss(restored, batch["targets"])) * n
+                sums[name][1] += float((logits.argmax(1) == batch["labels"]).sum())
+        out["mse_identity"].append(identity / len(order))
+        for name in models:
+            out[f"mse_{name}"].append(sums[name][0] / len(order))
+            out[f"acc_{name}"].append(sums[name][1] / len(order))
+    return out
+
+
+def centre(feature_map, keep=0.5):
+    """The central `keep` fraction (at least one voxel) of every spatial side of a (B, C, X, Y, Z) map: the
+    candidate sits at the cube's centre, so its features do too (the whole-cube pool dilutes a nodule of a few
+    voxels in the surrounding lung)."""
+    slices = [slice(None), slice(None)]
+    for side in feature_map.shape[2:]:
+        n = max(1, round(side * keep))
+        slices.append(slice((side - n) // 2, (side - n) // 2 + n))
+    return feature_map[tuple(slices)]
+
+
+def probe_scores(luna, weights, width, seeds, neg_per_pos):
+    """Per seed: linear-probe AUROC of the centre of the bottleneck (see `centre`) of the pre-trained encoder
+    and of a random one initialised with the seed (the probe set's patient split follows the seed too), k-NN
+    AUROC alongside; the baselines: chance (0.5) and the same probe on the raw cube's central quarter per side
+    average-pooled to 2 x 2 x 2 (of the raw variants tried on the sample, the strongest: whole-cube pools to 2^3
+    or 4^3 score below chance)."""
+    import torch
+
+    from shared.demo import CHANCE_AUROC, raw_features
+    from shared.genesis.probe import Encoder3D, nodule_probe_set
+    from shared.probe import probe_scores as score_features
+    from shared.weights import load_pretrained
+
+    out = {"pretrained": [], "random": [], "knn_pretrained": [], "knn_random": [], "raw": [], "trivial": []}
     for seed in seeds:
         probe_set = nodule_probe_set(luna, CUBE, neg_per_pos=neg_per_pos, seed=seed)
         torch.manual_seed(seed)
         encoder = Encoder3D(width)
-        random_scores = probe_set.evaluate(encoder, seed=seed)
+
+        def centre_features(x, encoder=encoder):
+            return centre(encoder(x))
+        random_scores = probe_set.evaluate(centre_features, seed=seed, model=encoder)
         load_pretrained(encoder, weights, verbose=False)
-        pretrained_scores = probe_set.evaluate(encoder, seed=seed)
+        pretrained_scores = probe_set.evaluate(centre_features, seed=seed, model=encoder)
         for name, scores in (("pretrained", pretrained_scores), ("random", random_scores)):
             out[name].append(scores["probe_linear_auroc"])
             out[f"knn_{name}"].append(scores["probe_knn_auroc"])
+        raw = score_features(raw_features(centre(probe_set.train_x, 0.25), 2), probe_set.train_y,
+                             raw_features(centre(probe_set.test_x, 0.25), 2), probe_set.test_y, seed=seed)
+        out["raw"].append(float(raw["linear_auroc"]))
+        out["trivial"].append(CHANCE_AUROC)
+    return out
+
+
+
+def segmentation_baselines(luna, seeds):
+    """Per seed, on the fine-tuning's own split: the trivial predictor (nothing) and the raw-input baseline (a
+    per-voxel logistic regression on raw intensities, shared.demo.raw_segmentation, its threshold chosen for
+    voxel Dice on the training cubes), each
+    scored as the fine-tuning is: per-cube mean Dice, voxel Dice on nodule cubes, false-positive rate on empty
+    cubes."""
+    import numpy as np
+    import torch
+
+    from shared.demo import raw_segmentation
+    from shared.genesis.finetune import luna16_nodule_cubes, positive_dice_and_empty_fp
+    from shared.losses import dice_score
+
+    out = {f"{arm}_{score}": [] for arm in ("trivial", "raw") for score in ("dice", "dice_positive", "fp_rate")}
+    for seed in seeds:
+        data = luna16_nodule_cubes(luna, CUBE, 1, seed=seed, masks=True)
+        (train_x, train_y), (test_x, test_y) = data["train"], data["test"]
+        raw = raw_segmentation(train_x, train_y, test_x, lambda p, t: positive_dice_and_empty_fp(p, t)[0], seed)
+        predictions = {"trivial": np.zeros_like(test_y), "raw": raw}
+        target = torch.as_tensor(test_y, dtype=torch.float32).unsqueeze(1)
+        for arm, pred in predictions.items():
+            pred = torch.as_tensor(pred, dtype=torch.float32).unsqueeze(1)
+            out[f"{arm}_dice"].append(float(dice_score(pred, target).mean()))
+            dice, fp = positive_dice_and_empty_fp(pred, target)
+            out[f"{arm}_dice_positive"].append(dice)
+            out[f"{arm}_fp_rate"].append(fp)
     return out

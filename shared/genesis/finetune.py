@@ -106,6 +106,16 @@ def _read_csv(path):
         return list(csv.DictReader(f))
 
 
+def patient_splits(series, splits, rng):
+    """{series uid: "train" | "val" | "test"}: the patient split of luna16_nodule_cubes (`rng`: a numpy Generator,
+    np.random.default_rng(seed) for the split of that seed)."""
+    series = sorted(series)
+    n_train = max(1, int(round(splits[0] * len(series))))
+    n_val = max(1, int(round(splits[1] * len(series))))
+    return {series[i]: "train" if k < n_train else "val" if k < n_train + n_val else "test"
+            for k, i in enumerate(rng.permutation(len(series)))}
+
+
 def luna16_nodule_cubes(root, size=(64, 64, 32), neg_per_pos=1, splits=(0.6, 0.2, 0.2), seed=0,
                         masks=False):
     """{split: (x, y)} nodule-presence cubes cut from a LUNA16 tree, split by patient.
@@ -126,10 +136,7 @@ def luna16_nodule_cubes(root, size=(64, 64, 32), neg_per_pos=1, splits=(0.6, 0.2
         raise FileNotFoundError(f"{root}: no subset*/*.mhd scans")
     rng = np.random.default_rng(seed)
     series = sorted(files)
-    n_train = max(1, int(round(splits[0] * len(series))))
-    n_val = max(1, int(round(splits[1] * len(series))))
-    split_of = {series[i]: "train" if k < n_train else "val" if k < n_train + n_val else "test"
-                for k, i in enumerate(rng.permutation(len(series)))}
+    split_of = patient_splits(series, splits, rng)  # the same rng then draws the negatives
     out = {s: ([], []) for s in SPLITS}
     skipped = []
     for uid in tqdm(series, desc="LUNA16 nodule cubes", leave=False):
@@ -295,6 +302,34 @@ def _loss(task, out, y, n_class):
 
 
 @torch.no_grad()
+def positive_dice_and_empty_fp(pred, target):
+    """(voxel Dice over the cubes that hold a nodule, pooled over their voxels: NaN without one; the fraction of
+    empty cubes with any voxel predicted: NaN without one). pred, target: N x ... of 0/1. The per-cube mean
+    Dice with smoothing rewards predicting nothing on the empty cubes; these two scores separate the cases."""
+    pred, target = torch.as_tensor(pred).flatten(1).float(), torch.as_tensor(target).flatten(1).float()
+    positive = target.sum(1) > 0
+    if positive.any():
+        p, t = pred[positive], target[positive]
+        dice = float(2 * (p * t).sum() / (p.sum() + t.sum()))
+    else:
+        dice = float("nan")
+    fp = float((pred[~positive].sum(1) > 0).float().mean()) if (~positive).any() else float("nan")
+    return dice, fp
+
+
+@torch.no_grad()
+def predict_masks(model, loader, device, amp=False):
+    """(hard predictions, targets) of a segmentation loader, both N x X x Y x Z on the CPU."""
+    model.eval()
+    preds, targets = [], []
+    for x, y in loader:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(x.to(device)).float()
+        preds.append((out[:, 0] > 0.5).cpu())
+        targets.append(y)
+    return torch.cat(preds), torch.cat(targets)
+
+
 def evaluate(model, loader, task, n_class, device, amp=False, split=None):
     """(mean loss, metric): AUC (binary) / accuracy (multi-class) / mean hard Dice (segmentation)."""
     model.eval()
@@ -447,7 +482,11 @@ def _run(args, task, info, amp):
     logger.close()
     if info.is_main:
         print(f"test: loss {test_loss:.4f} {metric_name} {test_metric:.4f}")
-    return {"val_loss": best, "test_loss": test_loss, "test_metric": test_metric, "metric": metric_name}
+    result = {"val_loss": best, "test_loss": test_loss, "test_metric": test_metric, "metric": metric_name}
+    if task == "segmentation":
+        result["test_dice_positive"], result["test_fp_rate_empty"] = positive_dice_and_empty_fp(
+            *predict_masks(model, loaders["test"], device, amp))
+    return result
 
 
 def main(task, description, weights_name, argv=None):

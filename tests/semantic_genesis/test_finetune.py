@@ -217,3 +217,21 @@ def test_luna16_corrupt_scan_is_skipped_with_its_name(sample_data, tmp_path):
     (empty / "annotations.csv").write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\n")
     with pytest.raises(FileNotFoundError, match="no subset"):
         luna16_nodule_cubes(empty)
+
+
+def test_positive_dice_and_empty_fp_separate_nodule_and_empty_cubes():
+    import torch
+
+    from shared.genesis.finetune import positive_dice_and_empty_fp
+
+    target = torch.zeros(4, 4, 4, 2)
+    target[0, :2, :2, 0] = 1  # 4 nodule voxels in cube 0, 2 in cube 1; cubes 2 and 3 empty
+    target[1, 0, :2, 0] = 1
+    pred = target.clone()
+    pred[1] = 0  # cube 1 missed: voxel Dice over the nodule cubes = 2 * 4 / (4 + 6)
+    pred[3, 0, 0, 0] = 1  # one voxel on an empty cube: a false positive on half the empty cubes
+    assert positive_dice_and_empty_fp(pred, target) == pytest.approx((0.8, 0.5))
+    nothing = positive_dice_and_empty_fp(torch.zeros_like(target), target)
+    assert nothing == (0.0, 0.0)  # predicting nothing: no overlap, no false positive
+    import math
+    assert math.isnan(positive_dice_and_empty_fp(pred[2:], target[2:])[0])  # no nodule cube: undefined
