@@ -330,6 +330,7 @@ def predict_masks(model, loader, device, amp=False):
     return torch.cat(preds), torch.cat(targets)
 
 
+@torch.no_grad()
 def evaluate(model, loader, task, n_class, device, amp=False, split=None):
     """(mean loss, metric): AUC (binary) / accuracy (multi-class) / mean hard Dice (segmentation)."""
     model.eval()
