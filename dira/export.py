@@ -18,7 +18,7 @@ if __package__ in (None, ""):  # run as a script: make `dira` and `shared` impor
 import argparse
 
 from dira.transfer import _state, to_resnet_state_dict, to_unet_state_dict
-from shared.release import MODEL_FILE, CardInfo, Release, add_release_args, cli_error, finish_release, read_run
+from shared.release import MODEL_FILE, CardInfo, Release, add_release_args, publish, read_run
 from shared.weights import extract_state_dict, read_checkpoint, strip_prefix
 
 UNET_FILE = "unet.safetensors"
@@ -107,11 +107,7 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="release folder to write")
     add_release_args(p)
     args = p.parse_args(argv)
-    try:
-        release, layout = make_release(args.checkpoint, args.trusted, args.run_dir)
-        return finish_release(release, args.out, args.checkpoint, layout, args)
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
-        raise cli_error(args.checkpoint, err) from None
+    return publish(args, lambda: make_release(args.checkpoint, args.trusted, args.run_dir))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import re
 import shutil
 
 from shared.checkpoint import save_atomic
-from shared.release import MODEL_FILE, CardInfo, Release, add_release_args, cli_error, finish_release, read_run
+from shared.release import MODEL_FILE, CardInfo, Release, add_release_args, publish, read_run
 from shared.weights import extract_state_dict, read_checkpoint
 
 # ours (model.model_a...) and the original's (model_a...) key prefixes of the ResNet layers
@@ -152,11 +152,7 @@ def main(argv=None):
         print(f"wrote {export_backbone(args.checkpoint, out, trusted=args.trusted)}")
         print("(to publish the weights with safetensors, a model card and one-line loading: --out DIR, a folder)")
         return Path(out)
-    try:
-        release, layout = make_release(args.checkpoint, args.trusted, args.run_dir)
-        return finish_release(release, args.out, args.checkpoint, layout, args)
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
-        raise cli_error(args.checkpoint, err) from None
+    return publish(args, lambda: make_release(args.checkpoint, args.trusted, args.run_dir))
 
 
 if __name__ == "__main__":

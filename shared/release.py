@@ -538,6 +538,16 @@ def finish_release(release, out_dir, checkpoint, layout, args=None):
     return out
 
 
+def publish(args, build):
+    """The export CLIs' last step: `build()` -> (Release, layout) from args.checkpoint, written to args.out;
+    a failure ends the command with one line naming the checkpoint."""
+    try:
+        release, layout = build()
+        return finish_release(release, args.out, args.checkpoint, layout, args)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise cli_error(args.checkpoint, err) from None
+
+
 def cli_error(checkpoint, err):
     """SystemExit for an export that failed on `checkpoint`, naming the file once."""
     return SystemExit(str(err) if str(checkpoint) in str(err) else f"{checkpoint}: {err}")

@@ -28,7 +28,7 @@ import argparse
 import json
 
 from shared.checkpoint import save_atomic
-from shared.release import MODEL_FILE, CardInfo, Release, add_release_args, cli_error, finish_release, read_run
+from shared.release import MODEL_FILE, CardInfo, Release, add_release_args, publish, read_run
 from shared.weights import WeightLoadError, extract_state_dict, load_pretrained, read_checkpoint, strip_prefix
 from voco.models import ENCODER_PREFIXES, encoder_keys
 
@@ -166,11 +166,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.out.endswith((".pt", ".pth")):
         return export_encoder_file(args)
-    try:
-        release, layout = make_release(args.checkpoint, args.branch, args.trusted, args.run_dir)
-        return finish_release(release, args.out, args.checkpoint, layout, args)
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
-        raise cli_error(args.checkpoint, err) from None
+    return publish(args, lambda: make_release(args.checkpoint, args.branch, args.trusted, args.run_dir))
 
 
 def export_encoder_file(args):

@@ -18,8 +18,7 @@ from shared.release import (
     Release,
     add_release_args,
     build_library_model,
-    cli_error,
-    finish_release,
+    publish,
     read_run,
 )
 from shared.weights import extract_state_dict, load_pretrained, read_checkpoint, strip_prefix
@@ -94,8 +93,4 @@ def main(argv, card, method, exp_name):
     p.add_argument("--out", required=True, help="release folder to write")
     add_release_args(p)
     args = p.parse_args(argv)
-    try:
-        release, layout = make_release(args.checkpoint, card, method, args.trusted, args.run_dir)
-        return finish_release(release, args.out, args.checkpoint, layout, args)
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
-        raise cli_error(args.checkpoint, err) from None
+    return publish(args, lambda: make_release(args.checkpoint, card, method, args.trusted, args.run_dir))
