@@ -236,24 +236,34 @@ def local_mean_features(x, sizes=(3, 7)):
 
 
 def raw_segmentation(train_x, train_y, test_x, score, seed=0, max_samples=20000):
-    """The raw-input segmentation baseline: a per-pixel (per-voxel) logistic regression on the raw value and
-    its local means (local_mean_features), fitted on a seeded balanced draw of training pixels; its threshold
-    is the one of 0.50, 0.51, ..., 0.99 that maximises `score(pred, target)` on the training images. Returns
-    the boolean prediction for test_x (its shape)."""
+    """The raw-input segmentation baseline: voxel_segmentation on the raw value and its local means
+    (local_mean_features). Returns the boolean prediction for test_x (its shape)."""
+    import numpy as np
+
+    found = voxel_segmentation(local_mean_features(train_x), train_y, local_mean_features(test_x), score, seed,
+                               max_samples)
+    return found.reshape(np.shape(test_x))
+
+
+def voxel_segmentation(train_features, train_y, test_features, score, seed=0, max_samples=20000):
+    """A per-pixel (per-voxel) logistic regression on given features ((pixels, C), in the order of
+    train_y.reshape(-1)), fitted on a seeded balanced draw of training pixels; its threshold is the one of
+    0.50, 0.51, ..., 0.99 that maximises `score(pred, target)` on the training images. Returns the flat
+    boolean prediction of the test pixels."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    features, labels = local_mean_features(train_x), np.asarray(train_y).reshape(-1) > 0
+    labels = np.asarray(train_y).reshape(-1) > 0
     rng = np.random.default_rng(seed)
     pos, neg = np.flatnonzero(labels), np.flatnonzero(~labels)
     n = min(len(pos), len(neg), max_samples // 2)
     if n == 0:
-        raise ValueError("raw_segmentation: the training masks need both foreground and background")
+        raise ValueError("voxel_segmentation: the training masks need both foreground and background")
     draw = np.concatenate([rng.choice(pos, n, replace=False), rng.choice(neg, n, replace=False)])
-    clf = LogisticRegression(max_iter=1000).fit(features[draw], labels[draw])
-    train_prob = clf.predict_proba(features)[:, 1].reshape(np.shape(train_y))
+    clf = LogisticRegression(max_iter=1000).fit(train_features[draw], labels[draw])
+    train_prob = clf.predict_proba(train_features)[:, 1].reshape(np.shape(train_y))
     threshold = max(np.linspace(0.5, 0.99, 50), key=lambda t: score(train_prob > t, np.asarray(train_y)))
-    return clf.predict_proba(local_mean_features(test_x))[:, 1].reshape(np.shape(test_x)) > threshold
+    return clf.predict_proba(test_features)[:, 1] > threshold
 
 
 def probe_over_seeds(probe_set, build_encoder, load_weights, seeds, feature_fn=None, key="probe_linear_auroc",

@@ -1,18 +1,16 @@
-"""`make demo-voco`: a short VoCo pre-training on the sample CT, then, for each of --seeds seeds, the frozen-feature
-probe (voco/probe.py: BTCV organ-patch classification, macro linear AUROC of the pooled SwinUNETR encoder) and
-BTCV-style fine-tuning, from those weights and from random initialisation; writes runs/demo/voco/row.json.
+"""`make demo-voco`: short VoCo pre-trainings on the sample CT, v1 (the CVPR 2024 recipe) and v2 (`--recipe v2`,
+Large-Scale-Medical's), then for each: the pretext on held-out volumes, and, pre-trained vs random init with a
+raw-input and a trivial baseline on every row, the frozen-feature organ-patch probe under per-patch intensity
+jitter (case-grouped 4-fold x 10) and, for v1, a per-voxel liver head on the frozen encoder. Writes
+runs/demo/voco/row.json (v1) and runs/demo/voco-v2/row.json.
 
-The pretext keeps its meaning at CPU size: a 3x3 grid of 32^3 base crops (a 96x96x32 working volume), random
-crops whose centres fall anywhere in the grid, so each overlaps 1-4 of the 9 base crops and has 5-8 negatives
-(nonzero `neg` loss; a 2x2 grid gives almost every random crop all four bases and `neg` = 0), every crop
-resized to 32^3 and doubled along the first axis (`--double_input`, the CVPR-era variant: 64x32x32 is the
-smallest SwinUNETR input whose 1/32 map keeps 2 voxels), feature_size 12, window 2. The pre-trained encoder is
-the student, which started from exactly the random-init encoder of seed 0.
-
-The fine-tuning is what a CPU minute allows, so it departs from the BTCV recipe in ways only a demo should
-(every one is a finetune.py flag): the 4x4x5 mm sample is resampled to 8x8x10 mm and trained with 64x32x32
-patches, one patch per step, no warm-up and a 10x learning rate. Seed s gives both runs the same decoder
-initialisation, patches and order. Why these settings: voco/README.md, "Demo".
+v1 keeps the pretext's meaning at CPU size: a 3x3 grid of 32^3 base crops (a 96x96x32 working volume), random
+crops whose centres fall anywhere in the grid, so each overlaps 1-4 of the 9 base crops and has 5-8 negatives,
+every crop doubled along the first axis (`--double_input`: 64x32x32 is the smallest SwinUNETR input whose 1/32
+map keeps 2 voxels), feature_size 12, window 2. v2 cannot double its input, so its crops are 64^3: a 2x2 grid
+(128x128x64 working volume, the foreground box resized to it, `--window resize`), one volume per step. Both
+pre-trained encoders are the networks that started from the random-init encoder of seed 0. Why these settings
+and what the rows show: voco/README.md, "Demo".
 """
 
 import sys
@@ -24,16 +22,26 @@ if __package__ in (None, ""):  # run as a script: make `voco` and `shared` impor
 import argparse
 import csv
 import json
+import resource
 import shutil
 import time
 
 import numpy as np
+import torch
 
 from shared.demo import make_deterministic, metric, probe_metric, probe_over_seeds, write_row
-from voco import finetune, train
+from shared.probe import ProbeSet
+from voco import train
+from voco.demo_tasks import (
+    frozen_head_scores,
+    jitter_intensity,
+    pretext_scores,
+    v1_predictor,
+    v2_predictor,
+)
 
-# the five largest BTCV organs (1-based label values): spleen, kidneys, liver, stomach
-LARGE_ORGANS = (1, 2, 3, 6, 7)
+TINY = ["--feature_size", "12", "--window_size", "2", "--use_checkpoint", "False"]
+HEAD = 64  # projection-head widths of both tiny pre-trainings
 
 
 def sample_btcv(sample_root):
@@ -48,141 +56,238 @@ def sample_btcv(sample_root):
     return root
 
 
-def finetune_args(btcv, out, args, tiny):
-    return ["--data_dir", str(btcv), "--json_list", "dataset_0.json", "--cache_dir", str(out / "cache_ft"),
-            "--space_x", str(args.spacing[0]), "--space_y", str(args.spacing[1]),
-            "--space_z", str(args.spacing[2]), "--roi_x", str(args.roi[0]), "--roi_y", str(args.roi[1]),
-            "--roi_z", str(args.roi[2]), "--sw_batch_size", "1", "--max_epochs", str(args.epochs),
-            "--val_every", str(args.epochs), "--warmup_epochs", "0", "--optim_lr", str(args.ft_lr),
-            "--workers", "0", "--infer_overlap", "0.25", "--save_checkpoint", "False", *tiny]
+def cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
-def large_mean(result):
-    dice = [result["organ_dice"][c - 1] for c in LARGE_ORGANS]
-    return float(np.nanmean(dice))
-
-
-def main(argv=None):
+def get_parser():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sample", default="data/sample", help="sample-data root (btcv/ is generated if absent)")
     p.add_argument("--runs", default="runs")
-    p.add_argument("--steps", default=30, type=int, help="pre-training steps")
-    p.add_argument("--lr", default=1e-3, type=float, help="pre-training peak LR (cosine, no warm-up)")
-    p.add_argument("--num_crops", default=3, type=int, help="base crops per axis (3: a 3x3 grid)")
-    p.add_argument("--random_crops", default=2, type=int, help="random crops per step (--sw_batch_size)")
-    p.add_argument("--epochs", default=10, type=int, help="fine-tuning epochs (6 one-patch steps each)")
-    p.add_argument("--ft_lr", default=3e-3, type=float, help="fine-tuning LR (BTCV recipe: 3e-4)")
-    p.add_argument("--spacing", default=(8.0, 8.0, 10.0), type=float, nargs=3,
-                   help="fine-tuning voxel size in mm (BTCV recipe: 1.5 1.5 1.5)")
-    p.add_argument("--roi", default=(64, 32, 32), type=int, nargs=3,
-                   help="fine-tuning patch (BTCV recipe: 96 96 96; each side a multiple of 32)")
+    p.add_argument("--steps", default=30, type=int, help="v1 pre-training steps")
+    p.add_argument("--lr", default=1e-3, type=float, help="v1 pre-training peak LR (cosine, no warm-up)")
+    p.add_argument("--num_crops", default=3, type=int, help="v1 base crops per axis (3: a 3x3 grid)")
+    p.add_argument("--random_crops", default=2, type=int, help="v1 random crops per step (--sw_batch_size)")
+    p.add_argument("--v2_steps", default=8, type=int, help="v2 pre-training steps (0: no v2 rows)")
+    p.add_argument("--v2_lr", default=1e-3, type=float, help="v2 pre-training peak LR (cosine, no warm-up)")
+    p.add_argument("--v2_num_crops", default=2, type=int, help="v2 base crops per axis (of 64^3)")
     p.add_argument("--seeds", default=3, type=int, help="downstream seeds (0, 1, ...)")
+    p.add_argument("--repeats", default=10, type=int, help="repetitions of the probe's case-grouped 4-fold")
+    p.add_argument("--jitter_scale", default=0.3, type=float,
+                   help="probe patches: per-patch contrast factor drawn from U(1 - s, 1 + s)")
+    p.add_argument("--jitter_shift", default=0.2, type=float,
+                   help="probe patches: per-patch brightness offset from U(-s, s) on the [0, 1] scale")
     p.add_argument("--threads", default=1, type=int, help="torch CPU threads (fixed: results depend on it)")
     p.add_argument("--pretrained_branch", default="student", choices=["student", "teacher"],
-                   help="student: same start as the random run of seed 0; the EMA teacher (the released "
-                        "weights' branch) started from its own independent random init")
-    args = p.parse_args(argv)
+                   help="v1 branch: student (same start as the random run of seed 0) or the EMA teacher (the "
+                        "released weights' branch), which started from its own independent random init")
+    return p
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
     make_deterministic(0, args.threads)
-    t0 = time.time()
+    t0, c0 = time.time(), cpu_seconds()
     btcv = sample_btcv(args.sample)
+    seeds = list(range(args.seeds))
     out = Path(args.runs) / "demo" / "voco"
-    for old in ("pretrain", "finetune"):  # keep only the caches
+    for old in ("pretrain", "pretrain_v2", "finetune"):  # keep only the caches
         shutil.rmtree(out / old, ignore_errors=True)
-    tiny = ["--feature_size", "12", "--window_size", "2", "--use_checkpoint", "False"]
+
+    def clock(what):
+        print(f"{what}: {time.time() - t0:.0f} s wall, {cpu_seconds() - c0:.0f} s CPU so far")
+
+    log1 = pretrain_v1(btcv, out, args)
+    clock(f"v1 pre-training ({len(log1)} steps)")
+    detail, metrics = {"seeds": seeds}, []
+    metrics += v1_rows(btcv, out / "pretrain" / "model_final_epoch.pt", args, seeds, detail, clock)
+    seen = seen_statement(btcv, detail.pop("cases"))
+    write_row("voco", runs=args.runs, data="sample btcv CT (6 train / 2 val)", steps=len(log1),
+              final_loss=float(log1[-1]["loss"]), wall_time_s=round(time.time() - t0, 1),
+              loss_csv=(out / "pretrain" / "voco_pretrain.metrics.csv").as_posix(), seen=seen, metrics=metrics,
+              note=f"{cpu_seconds() - c0:.0f} s CPU")
+    if args.v2_steps > 0:
+        t2, c2 = time.time(), cpu_seconds()
+        log2 = pretrain_v2(btcv, out, args)
+        clock(f"v2 pre-training ({len(log2)} steps)")
+        metrics2 = v2_rows(btcv, out / "pretrain_v2" / "model_final_epoch.pt", args, seeds, detail, clock)
+        write_row("voco-v2", runs=args.runs, data="sample btcv CT (6 train / 2 val)", steps=len(log2),
+                  final_loss=float(log2[-1]["loss"]), wall_time_s=round(time.time() - t2, 1),
+                  loss_csv=(out / "pretrain_v2" / "voco_pretrain.metrics.csv").as_posix(),
+                  seen=seen_statement(btcv, detail.pop("cases"), liver_head=False),
+                  metrics=metrics2, note=f"--recipe v2, {cpu_seconds() - c2:.0f} s CPU")
+    (out / "detail.json").write_text(json.dumps(detail, indent=2))
+    clock("done")
+
+
+# ------------------------------------------------------------------------------------------ pre-training
+
+def pretrain_v1(btcv, out, args):
+    """The tiny v1 pre-training (seed 0); returns its metrics rows."""
     train.main(["--logdir", str(out / "pretrain"), "--json_list", str(btcv / "btcv.json"),
                 "--batch_size", "1", "--sw_batch_size", str(args.random_crops), "--base_roi", "32",
                 "--num_crops", str(args.num_crops), "--roi_x", "32", "--double_input", "True",
-                "--hidden_dim", "64", "--out_dim", "64", "--num_steps", str(args.steps), "--warmup_steps", "0",
-                "--lr", str(args.lr), "--eval_num", str(args.steps), "--save_every", "0", "--workers", "0",
-                "--seed", "0", "--cache_dir", str(out / "cache_pretrain"), *tiny])
-    rows = list(csv.DictReader(open(out / "pretrain" / "voco_pretrain.metrics.csv")))
-    weights = out / "pretrain" / "model_final_epoch.pt"
-    print(f"pre-training: {len(rows)} steps, mean neg loss {np.mean([float(r['neg']) for r in rows]):.3f} "
-          f"({time.time() - t0:.0f} s)")
-
-    seeds = list(range(args.seeds))
-    pretext = pretext_scores(btcv, weights, args, seeds)
-    print(f"pretext on {pretext['n_volumes']} held-out volumes: overlap MAE {pretext['mae_pretrained']} vs "
-          f"{pretext['mae_random']}, top-1 base {pretext['top1_pretrained']} vs {pretext['top1_random']}")
-    probe, cases = organ_probe(btcv, weights, args, seeds)
-    print(f"probe AUROC over {len(probe['seeds'])} folds: {np.mean(probe['pretrained']):.3f} vs "
-          f"{np.mean(probe['random']):.3f}, raw {np.mean(probe['raw']):.3f} ({time.time() - t0:.0f} s)")
-    ft = finetune_args(btcv, out, args, tiny)
-    runs = {"pretrained": [], "random": []}
-    for seed in seeds:
-        common = ft + ["--seed", str(seed)]
-        runs["pretrained"].append(finetune.main(common + [
-            "--logdir", str(out / "finetune" / f"pretrained_seed{seed}"), "--pretrained_checkpoint", str(weights),
-            "--pretrained_branch", args.pretrained_branch]))
-        runs["random"].append(finetune.main(common + ["--logdir", str(out / "finetune" / f"random_seed{seed}"),
-                                                      "--use_ssl_pretrained", "False"]))
-        print(f"seed {seed}: mean Dice {runs['pretrained'][-1]['mean_dice']:.4f} vs "
-              f"{runs['random'][-1]['mean_dice']:.4f} ({time.time() - t0:.0f} s)")
-    wall = round(time.time() - t0, 1)
-    dice = {k: [r["mean_dice"] for r in v] for k, v in runs.items()}
-    path = write_row("voco", runs=args.runs, data="sample btcv CT (6 train / 2 val)", steps=len(rows),
-                     final_loss=float(rows[-1]["loss"]), wall_time_s=wall,
-                     loss_csv=(out / "pretrain" / "voco_pretrain.metrics.csv").as_posix(),
-                     seen=seen_statement(btcv, cases),
-                     metrics=[
-                         metric("pretext", f"{pretext['n_volumes']} held-out volumes, overlap-prediction MAE over "
-                                "(random crop, base crop) pairs; trivial: 0 everywhere", seeds,
-                                pretext["mae_pretrained"], pretext["mae_random"], trivial=pretext["mae_zero"],
-                                lower_is_better=True),
-                         metric("pretext", "the same crops, the most-overlapping base crop found (top-1; chance "
-                                f"{pretext['chance']:.3f})", seeds, pretext["top1_pretrained"],
-                                pretext["top1_random"], trivial=pretext["chance"]),
-                         probe_metric("13 organ patches, macro linear AUROC, case-grouped 4-fold x 10", probe),
-                         metric("fine-tune", "BTCV mean Dice, 13 organs (val); trivial: background everywhere; raw "
-                                "baseline owed", seeds, dice["pretrained"], dice["random"], trivial=0.0)])
-    names = finetune.BTCV_ORGANS
-    detail = {"organs": names, "large_organs": [names[c - 1] for c in LARGE_ORGANS], "seeds": seeds,
-              "pretext": {"steps": len(rows), "neg": [float(r["neg"]) for r in rows]},
-              "probe": probe["all"],
-              "fine_tuning": {"epochs": args.epochs, "steps": 6 * args.epochs, "lr": args.ft_lr,
-                              "spacing_mm": list(args.spacing), "roi": list(args.roi)},
-              **{run: [{"mean_dice": r["mean_dice"], "large_organ_dice": large_mean(r), "organ_dice": r["organ_dice"]}
-                       for r in results] for run, results in runs.items()}}
-    (out / "dice.json").write_text(json.dumps(detail, indent=2))
-    print(f"wrote {path}: probe AUROC pretrained {probe['pretrained']} random {probe['random']}; mean Dice "
-          f"pretrained {dice['pretrained']} random {dice['random']}; {wall:.0f} s")
+                "--hidden_dim", str(HEAD), "--out_dim", str(HEAD), "--num_steps", str(args.steps),
+                "--warmup_steps", "0", "--lr", str(args.lr), "--eval_num", str(args.steps), "--save_every", "0",
+                "--workers", "0", "--seed", "0", "--cache_dir", str(out / "cache_pretrain"), *TINY])
+    return list(csv.DictReader(open(out / "pretrain" / "voco_pretrain.metrics.csv")))
 
 
-def organ_probe(btcv, weights, args, seeds):
-    """The organ-patch probe of the pre-trained branch and of random branches, with its baselines, over
-    case-grouped 4-fold x 10 (a case's patches never on both sides; shared.demo.probe_over_seeds; random
-    inits from 3 seeds, cycled: a Swin forward over every patch takes tens of seconds on a CPU); returns
-    (its result, the case of every patch)."""
-    from voco.export import branch_state_dict
+V2_SPACING = ("4", "4", "5")  # the sample CT's own voxel size (mm): the box is resized to the window anyway
+
+
+def pretrain_v2(btcv, out, args):
+    """The tiny v2 pre-training (seed 0, one volume of 1 random + the grid's base crops of 64^3 per step)."""
+    train.main(["--recipe", "v2", "--logdir", str(out / "pretrain_v2"), "--json_list", str(btcv / "btcv.json"),
+                "--batch_size", "1", "--sw_batch_size", "1", "--num_crops", str(args.v2_num_crops),
+                "--hidden_dim", str(HEAD), "--out_dim", str(HEAD), "--num_steps", str(args.v2_steps),
+                "--warmup_steps", "0", "--lr", str(args.v2_lr), "--eval_num", str(args.v2_steps), "--save_every", "0",
+                "--workers", "0", "--seed", "0", "--cache_dir", str(out / "cache_pretrain_v2"), "--window", "resize",
+                "--space_x", V2_SPACING[0], "--space_y", V2_SPACING[1], "--space_z", V2_SPACING[2],
+                "--device", "cpu", *TINY])
+    return list(csv.DictReader(open(out / "pretrain_v2" / "voco_pretrain.metrics.csv")))
+
+
+def checkpoint_state(path):
+    from shared.checkpoint import load_checkpoint
+
+    state = load_checkpoint(path, map_location="cpu")
+    return state.get("state_dict", state)
+
+
+# ------------------------------------------------------------------------------------------------ v1
+
+def v1_rows(btcv, weights, args, seeds, detail, clock):
+    from voco.data import VoCoCrops, base_dataset, pretrain_transforms
     from voco.models import Swin
+
+    def build(seed=None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return Swin(feature_size=12, hidden_dim=HEAD, out_dim=HEAD, window_size=2, double_input=True)
+    prefix = f"{args.pretrained_branch}."
+    pretrained = build()
+    pretrained.load_state_dict({k[len(prefix):]: v for k, v in checkpoint_state(weights).items()
+                                if k.startswith(prefix)})
+    crops = VoCoCrops(32, 32, args.num_crops, 8, aug=False)
+    volumes = [v["image"] for v in base_dataset(held_out_items(btcv), pretrain_transforms(size=crops.volume_size))]
+    pretext = pretext_scores(volumes, crops, pretrained, build, v1_predictor, seeds)
+    clock(f"v1 pretext: MAE {np.mean(pretext['mae_pretrained']):.3f} vs {np.mean(pretext['mae_random']):.3f}")
+    probe, detail["cases"] = organ_probe(btcv, pretrained, build, args, seeds, base_roi=32,
+                                         num_crops=args.num_crops)
+    clock(f"v1 probe: {np.mean(probe['pretrained']):.3f} vs {np.mean(probe['random']):.3f}, "
+          f"raw {np.mean(probe['raw']):.3f}")
+    head = liver_head(btcv, pretrained, build, args, seeds)
+    clock(f"v1 frozen liver head: {np.mean(head['pretrained']):.3f} vs {np.mean(head['random']):.3f}, "
+          f"raw {np.mean(head['raw']):.3f}")
+    detail["v1"] = {"pretext": pretext, "probe": probe["all"], "liver_head": head}
+    return [*pretext_metrics(pretext, seeds, "v1"),
+            probe_metric(f"v1, 13 organ patches, intensity-jittered, macro linear AUROC, case-grouped 4-fold x "
+                         f"{args.repeats}", probe),
+            metric("probe", "v1, liver Dice of a per-voxel logistic head on the frozen encoder (2 val volumes); "
+                   "trivial: nothing; raw: the same head on raw voxels and local means", seeds, head["pretrained"],
+                   head["random"], trivial=head["trivial"], raw=head["raw"])]
+
+
+def pretext_metrics(pretext, seeds, recipe):
+    n = pretext["n_volumes"]
+    return [metric("pretext", f"{recipe}, {n} held-out volumes, overlap-prediction MAE over (random crop, base "
+                   "crop) pairs; trivial: 0 everywhere", seeds, pretext["mae_pretrained"], pretext["mae_random"],
+                   trivial=pretext["mae_zero"], lower_is_better=True),
+            metric("pretext", f"{recipe}, the same crops, the most-overlapping base crop found (top-1; chance "
+                   f"{pretext['chance']:.3f})", seeds, pretext["top1_pretrained"], pretext["top1_random"],
+                   trivial=pretext["chance"])]
+
+
+def organ_probe(btcv, pretrained, build, args, seeds, base_roi, num_crops):
+    """The organ-patch probe (voco/probe.py's patches, cut in the recipe's pre-training geometry, then
+    intensity-jittered per patch with seed 0: the same patches for every arm) of the pre-trained and of random
+    encoders, with its baselines, over case-grouped 4-fold x --repeats (a case's patches never on both sides;
+    random inits from 3 seeds, cycled: a Swin forward over every patch takes seconds on a CPU); returns (its result,
+    the case of every patch)."""
     from voco.probe import btcv_probe_set, feature_fn
 
-    probe_set, cases = btcv_probe_set(btcv / "dataset_0.json", None, base_roi=32, num_crops=args.num_crops,
-                                      roi=32, per_organ=1, seed=0, with_cases=True)
-    state = branch_state_dict(weights, args.pretrained_branch)
-
-    def build():
-        return Swin(feature_size=12, hidden_dim=8, out_dim=8, window_size=2, double_input=True)
-
-    def load(branch):
-        missing = branch.load_state_dict(state, strict=False).missing_keys
-        if any(not k.startswith("proj_head") for k in missing):
-            raise RuntimeError(f"pre-trained encoder tensors missing: {missing[:5]}")
-    found = probe_over_seeds(probe_set, build, load, seeds[:1], feature_fn=feature_fn, groups=cases, folds=4,
+    probe_set, cases = btcv_probe_set(btcv / "dataset_0.json", None, base_roi=base_roi, num_crops=num_crops,
+                                      roi=base_roi, per_organ=1, seed=0, with_cases=True)
+    rng = np.random.default_rng(0)
+    jittered = jitter_intensity(torch.cat([probe_set.train_x, probe_set.test_x]), rng, args.jitter_scale,
+                                args.jitter_shift)
+    n = len(probe_set.train_x)
+    probe_set = ProbeSet(jittered[:n], probe_set.train_y, jittered[n:], probe_set.test_y, probe_set.name)
+    found = probe_over_seeds(probe_set, build, lambda branch: branch.load_state_dict(pretrained.state_dict()),
+                             seeds[:1], feature_fn=feature_fn, groups=cases, folds=4, repeats=args.repeats,
                              random_inits=3)
     return found, cases
 
 
-def seen_statement(btcv, cases):
+def labelled_volumes(btcv, key, size):
+    """(N x 1 x X x Y x Z image tensor, N x X x Y x Z label tensor) of dataset_0.json's `key` cases in the
+    probe's working geometry (voco/probe.py: HU window, foreground box resized to `size`)."""
+    from voco.data import load_datalist
+    from voco.probe import _volume_transform
+
+    transform = _volume_transform(size, -175.0, 250.0)
+    items = [transform(item) for item in load_datalist(btcv / "dataset_0.json", None, key=key,
+                                                      keys=("image", "label"))]
+    return (torch.stack([torch.as_tensor(d["image"]).float() for d in items]),
+            torch.stack([torch.as_tensor(d["label"])[0].long() for d in items]))
+
+
+def liver_head(btcv, pretrained, build, args, seeds):
+    """frozen_head_scores on the 96x96x32 working volumes (v1's pre-training geometry): trained on dataset_0.json's
+    6 training cases, scored on its 2 validation cases."""
+    size = (args.num_crops * 32, args.num_crops * 32, 32)
+    train_x, train_y = labelled_volumes(btcv, "training", size)
+    test_x, test_y = labelled_volumes(btcv, "validation", size)
+    return frozen_head_scores(train_x, train_y, test_x, test_y, pretrained, build, seeds)
+
+
+# ------------------------------------------------------------------------------------------------ v2
+
+def v2_rows(btcv, weights, args, seeds, detail, clock):
+    from voco.data import base_dataset
+    from voco.v2.data import v2_crops, v2_transforms
+    from voco.v2.model import VoCoV2
+
+    def build(seed=None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return VoCoV2(feature_size=12, hidden_dim=HEAD, out_dim=HEAD, window_size=2)
+    pretrained = build()
+    pretrained.load_state_dict(checkpoint_state(weights))
+    crops = v2_crops(64, args.v2_num_crops, 8, aug=False)
+    transform = v2_transforms(crops.volume_size, spacing=tuple(float(s) for s in V2_SPACING), window="resize")
+    volumes = [v["image"] for v in base_dataset(held_out_items(btcv), transform)]
+    pretext = pretext_scores(volumes, crops, pretrained, build, v2_predictor, seeds)
+    clock(f"v2 pretext: MAE {np.mean(pretext['mae_pretrained']):.3f} vs {np.mean(pretext['mae_random']):.3f}")
+
+    def backbone(seed=None):
+        return build(seed).backbone
+    probe, detail["cases"] = organ_probe(btcv, pretrained.backbone, backbone, args, seeds, base_roi=64,
+                                         num_crops=args.v2_num_crops)
+    clock(f"v2 probe: {np.mean(probe['pretrained']):.3f} vs {np.mean(probe['random']):.3f}, "
+          f"raw {np.mean(probe['raw']):.3f}")
+    detail["v2"] = {"pretext": pretext, "probe": probe["all"]}
+    return [*pretext_metrics(pretext, seeds, "v2"),
+            probe_metric(f"v2, 13 organ patches (64^3), intensity-jittered, macro linear AUROC, case-grouped 4-fold "
+                         f"x {args.repeats}", probe)]
+
+
+# ------------------------------------------------------------------------------------- what was seen
+
+def seen_statement(btcv, cases, liver_head=True):
     """Which evaluation cases pre-training read (btcv.json's training list)."""
     from voco.data import load_datalist
 
     trained = {str(d["image"]) for d in load_datalist(btcv / "btcv.json", None)}
     val = {str(d["image"]) for d in load_datalist(btcv / "dataset_0.json", None, key="validation")}
     probe = sorted(set(cases))
-    return (f"probe: {sum(c in trained for c in probe)} of {len(probe)} cases trained on; fine-tuning validation "
-            f"(its Dice): {len(val & trained)} of {len(val)}; pretext: 0 of the {len(held_out_items(btcv))} "
-            "held-out volumes")
+    train = {str(d["image"]) for d in load_datalist(btcv / "dataset_0.json", None, key="training")}
+    head = (f"liver head: fitted on {len(train & trained)} of {len(train)} seen cases, scored on {len(val & trained)} "
+            f"of {len(val)} seen; " if liver_head else "")
+    return (f"organ probe: {sum(c in trained for c in probe)} of {len(probe)} cases trained on; {head}pretext: 0 of "
+            f"the {len(held_out_items(btcv))} held-out volumes")
 
 
 def held_out_items(btcv):
@@ -190,52 +295,6 @@ def held_out_items(btcv):
     from voco.data import load_datalist
 
     return load_datalist(btcv / "btcv.json", None, key="validation")
-
-
-def pretext_scores(btcv, checkpoint, args, seeds, crops_per_volume=8):
-    """Per seed, on the held-out volumes (btcv.json's validation list): VoCo's pretext for the pre-trained
-    student (encoder and projection head) and a random one (seeded): the mean absolute error between the
-    predicted overlap (ReLU-cosine of a random crop's and a base crop's embeddings) and the true overlap
-    fraction, over every (random crop, base crop) pair; the trivial prediction is 0 everywhere (most pairs do
-    not overlap); and how often the base crop predicted to overlap most is the one that overlaps most (chance
-    1/9 on a 3x3 grid). The seed draws the crops (the same for both models). BatchNorm uses the crops' own batch
-    statistics, as in pre-training (one batch per volume: its random and base crops together)."""
-    import torch
-
-    from shared.checkpoint import load_checkpoint
-    from voco.data import VoCoCrops, base_dataset, pretrain_transforms
-    from voco.losses import online_assign
-    from voco.models import Swin
-
-    def build():
-        return Swin(feature_size=12, hidden_dim=64, out_dim=64, window_size=2, double_input=True)
-    crops = VoCoCrops(32, 32, args.num_crops, crops_per_volume, aug=False)
-    volumes = [v["image"] for v in base_dataset(held_out_items(btcv), pretrain_transforms(size=crops.volume_size))]
-    state = load_checkpoint(checkpoint, map_location="cpu")
-    state = state.get("state_dict", state)
-    prefix = f"{args.pretrained_branch}."
-    pretrained = build()
-    pretrained.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
-    out = {"mae_pretrained": [], "mae_random": [], "mae_zero": [], "top1_pretrained": [], "top1_random": [],
-           "n_volumes": len(volumes), "chance": 1.0 / crops.num_crops ** 2}
-    for seed in seeds:
-        rng = np.random.default_rng(seed)
-        drawn = [crops(v, rng) for v in volumes]
-        torch.manual_seed(seed)
-        for name, net in (("pretrained", pretrained), ("random", build())):
-            net.train()  # batch statistics, as the pretext saw them; no gradient
-            errors, hits = [], []
-            with torch.no_grad():
-                for d in drawn:
-                    emb = net(torch.cat([d["image"], d["crops"]]))
-                    s = len(d["image"])
-                    predicted = online_assign(emb[:s], emb[s:]).double()
-                    errors.append((predicted - d["labels"]).abs().mean())
-                    hits.append((predicted.argmax(1) == d["labels"].argmax(1)).double().mean())
-            out[f"mae_{name}"].append(float(torch.stack(errors).mean()))
-            out[f"top1_{name}"].append(float(torch.stack(hits).mean()))
-        out["mae_zero"].append(float(np.mean([d["labels"].abs().mean() for d in drawn])))
-    return out
 
 
 if __name__ == "__main__":
