@@ -95,6 +95,7 @@ def main(argv=None):
     out = Path(args.runs) / "demo" / "voco"
     for old in ("pretrain", "pretrain_v2", "finetune"):  # keep only the caches
         shutil.rmtree(out / old, ignore_errors=True)
+    (out.parent / "voco-v2" / "row.json").unlink(missing_ok=True)  # no stale v2 row when --v2_steps 0
 
     def clock(what):
         print(f"{what}: {time.time() - t0:.0f} s wall, {cpu_seconds() - c0:.0f} s CPU so far")
