@@ -57,7 +57,7 @@ def build_parser():
     p.add_argument("--demo_runs", default=None, help="also evaluate the `make demo` checkpoints under this folder")
     p.add_argument("--archs", type=csv_list(str), default=[], help="random-init arms to include even without a "
                    "pre-trained encoder of that architecture (e.g. unet3d,swinunetr)")
-    p.add_argument("--trusted", action="store_true", 
+    p.add_argument("--trusted", action="store_true",
                    help="unpickle any object in the checkpoints (the released Genesis-family .pt files)")
     p.add_argument("--tasks", type=csv_list(str), default=list(TASKS))
     p.add_argument("--modes", type=csv_list(str), default=list(MODES))

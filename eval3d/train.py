@@ -44,7 +44,7 @@ def run_one(task, split, encoder, mode, fraction, seed, args):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     scores = task.evaluate(model, split, encoder.arch, args)
     return {**scores, "n_train": int(len(idx)), "n_test": len(split.test_x),
             "final_loss": losses[-1] if losses else None, "seconds": round(time.time() - start, 2),
