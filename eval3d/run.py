@@ -85,6 +85,8 @@ def build_parser():
     a.add_argument("--feature_size", type=int, default=DEFAULT_CONFIG["swinunetr"]["feature_size"])
     a.add_argument("--window_size", type=int, default=DEFAULT_CONFIG["swinunetr"]["window_size"])
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--report_only", action="store_true", help="write the tables and plots from <out>/results.json, "
+                   "run nothing (e.g. while another process is still filling it)")
     return p
 
 
@@ -187,7 +189,8 @@ def main(argv=None):
                 for mode in args.modes:
                     for enc in arms:
                         jobs.append((name, mode, fraction, enc, seed, targs, {**settings, "encoder": describe(enc)}))
-    todo = [j for j in jobs if not results.done(run_key(j[0], j[1], j[2], j[3].name if j[3] else "-", j[4]), j[6])]
+    todo = [] if args.report_only else [
+        j for j in jobs if not results.done(run_key(j[0], j[1], j[2], j[3].name if j[3] else "-", j[4]), j[6])]
     print(f"eval3d: {len(jobs)} runs, {len(jobs) - len(todo)} already in {results.path}, {len(todo)} to do")
     notes = {}
     for name, mode, fraction, enc, seed, targs, settings in tqdm(todo, desc="eval3d", unit="run"):

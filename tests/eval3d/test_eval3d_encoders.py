@@ -5,8 +5,15 @@ import pytest
 import torch
 from monai.networks.nets import SwinUNETR
 
-from eval3d.encoders import (SWIN_ENCODER, build_network, key_report, load_encoder, parse_encoder, random_arm,
-                             trust_checkpoints)
+from eval3d.encoders import (
+    SWIN_ENCODER,
+    build_network,
+    key_report,
+    load_encoder,
+    parse_encoder,
+    random_arm,
+    trust_checkpoints,
+)
 from shared.unet3d import YNet3D
 from shared.weights import WeightLoadError
 
