@@ -192,11 +192,9 @@ def main(argv=None):
     todo = [] if args.report_only else [
         j for j in jobs if not results.done(run_key(j[0], j[1], j[2], j[3].name if j[3] else "-", j[4]), j[6])]
     print(f"eval3d: {len(jobs)} runs, {len(jobs) - len(todo)} already in {results.path}, {len(todo)} to do")
-    notes = {}
     for name, mode, fraction, enc, seed, targs, settings in tqdm(todo, desc="eval3d", unit="run"):
         task = tasks[name]
         split = task.split(targs, seed)
-        notes[name] = split.groups_note
         if enc is None:
             result = run_baseline(task, split, fraction, seed)
             result["test_train_ratio"] = split.test_train_ratio
