@@ -121,7 +121,7 @@ def task_markdown(task, runs, encoders, modes, fractions, seeds, split_note, png
         text += "\n".join(table_lines(rows)) + "\n\n"
     else:
         text += "No pre-trained encoder of this task finished: only the arms below.\n\n"
-    text += f"All arms, {task.primary} mean [95 % CI over seeds]:\n\n" + "\n".join(
+    text += f"All arms, {task.primary} mean [plain 95 % t-interval over seeds, uncorrected]:\n\n" + "\n".join(
         arms_lines(task, runs, encoders, modes, fractions, seeds)) + "\n\n"
     return text + f"![{task.name} label efficiency]({png_name})\n", rows
 
