@@ -109,3 +109,19 @@ def test_an_encoder_that_does_not_fit_is_refused(tmp_path):
     with pytest.raises(ValueError, match="not swinunetr"):
         parse_encoder(f"sg={path}:swinunetr")
     assert random_arm("unet3d", {"width": 4}).name == "random_unet3d_w4"
+
+
+def test_release_folder(tmp_path):
+    """A release folder (semantic_genesis/export.py's) is read through shared.release, sha256 checked."""
+    from semantic_genesis.export import CARD  # the test builds a real release; eval3d itself imports no method
+    from shared.genesis.release import make_release
+    from shared.release import write_release
+
+    state = genesis_state(6)
+    path = save({"epoch": 1, "state_dict": state, "best_loss": 0.5}, tmp_path / "sg.pt")
+    release, _ = make_release(path, CARD, "semantic_genesis")
+    write_release(release, tmp_path / "release")
+    enc = parse_encoder(f"sg={tmp_path / 'release'}")
+    net = build_network("unet3d", enc.config, 1)
+    assert key_report(net, enc)["matched"] == 106
+    assert torch.equal(loaded(net, "down_tr512.ops.1.conv1.weight"), state["down_tr512.ops.1.conv1.weight"])
