@@ -115,6 +115,7 @@ clean:
 	rm -rf $(RUNS) .pytest_cache .ruff_cache
 
 -include $(wildcard */method.mk)
+include eval3d/eval3d.mk
 
 print-%:  # e.g. `make print-LAUNCH GPUS=4` shows how a run would be launched
 	@echo '$($*)'
