@@ -300,7 +300,8 @@ def raw_segmentation_dice(prepared: Path, task_name: str, size: int, seed: int) 
     dataset = get_task(task_name).dataset
 
     def arrays(split):
-        items = [item for item in build_split(dataset, split, size, folders={RSNA: prepared})]
+        ds = build_split(dataset, split, size, folders={RSNA: prepared})
+        items = [ds[i] for i in range(len(ds))]  # by index: a training split wraps around, never ending a loop
         return (torch.stack([it["scan"][0] for it in items]).numpy(),
                 torch.stack([it["masks"][0] for it in items]).numpy())
 
