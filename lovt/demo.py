@@ -164,7 +164,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1 keeps the demo fast on a busy 2-core machine)")
     p.add_argument("--seeds", type=int, default=3, help="downstream seeds (0, 1, ...)")
-    p.add_argument("--pretext_inits", type=int, default=5, help="random inits compared on the pretext")
+    p.add_argument("--pretext_inits", type=int, default=10, help="random inits compared on the pretext")
     p.add_argument("--seg_steps", type=int, default=30, help="steps of the linear segmentation head per seed")
     p.add_argument("--det_steps", type=int, default=0,
                    help="steps of the frozen YOLOv3 per seed (0: skip; mAP stays 0 in any CPU budget, see README)")
