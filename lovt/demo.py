@@ -7,7 +7,7 @@ the RSNA sample (Dice, beside predicting nothing and a raw-pixel baseline), at t
 The samples are supersets of the shared sample's MIMIC-CXR-JPG and RSNA folders, written under the run folder
 (lovt/README.md, "Demo"). CPU, about 3 minutes.
 
-    python lovt/demo.py [--sample data/sample] [--runs runs] [--epochs 5] [--size 64] [--threads 1] [--seeds 3]
+    python lovt/demo.py [--sample data/sample] [--runs runs] [--epochs 4] [--size 64] [--threads 1] [--seeds 3]
 
 Run to run the numbers are the same on one machine: seeds everywhere, deterministic torch kernels, a fixed thread
 count, and a tiny-BERT vocabulary that no longer depends on the process (lovt/README.md, "Demo").
@@ -155,7 +155,7 @@ def main(argv=None):
                    help="patients of the demo's MIMIC sample (30: the shared sample's; more: a superset, see README)")
     p.add_argument("--rsna_images", type=int, default=120,
                    help="images of the demo's RSNA sample (40: the shared sample's; more: a superset)")
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--batch_size", type=int, default=8)
@@ -165,7 +165,7 @@ def main(argv=None):
                    help="torch CPU threads (1 keeps the demo fast on a busy 2-core machine)")
     p.add_argument("--seeds", type=int, default=3, help="downstream seeds (0, 1, ...)")
     p.add_argument("--pretext_inits", type=int, default=10, help="random inits compared on the pretext")
-    p.add_argument("--seg_steps", type=int, default=30, help="steps of the linear segmentation head per seed")
+    p.add_argument("--seg_steps", type=int, default=20, help="steps of the linear segmentation head per seed")
     p.add_argument("--det_steps", type=int, default=0,
                    help="steps of the frozen YOLOv3 per seed (0: skip; mAP stays 0 in any CPU budget, see README)")
     args = p.parse_args(argv)
