@@ -38,16 +38,20 @@ def prepare_sample_rsna(sample_root, out):
 
 
 def run_demo_tasks(sample_root, backbone_weights, out_dir, *, input_size=64, batch_size=8, max_steps=6,
-                   max_epochs=2, seed=0, device=None, tasks=DEMO_TASKS, progress=False):
+                   max_epochs=2, seed=0, device=None, tasks=DEMO_TASKS, progress=False, random_weights="random",
+                   prepared_rsna=None):
     """Returns {task: {'metric', 'pretrained', 'random', 'wall_time_s'}} and writes <out_dir>/demo_tasks.json.
-    About 15 s on 2 CPU cores with the defaults (a smoke test: the sample is far too small for real numbers)."""
+    About 15 s on 2 CPU cores with the defaults (a smoke test: the sample is far too small for real numbers).
+    random_weights: the random-init arm ('random': torchvision's init under the seed, or a weights file, e.g. a
+    random init whose BatchNorm statistics were re-estimated); prepared_rsna: an RSNA folder already prepared
+    (default: the sample's, prepared under <out_dir>/prepared/rsna)."""
     out_dir = Path(out_dir)
-    where = {"folders": {RSNA: prepare_sample_rsna(sample_root, out_dir / "prepared" / "rsna")}}
+    where = {"folders": {RSNA: prepared_rsna or prepare_sample_rsna(sample_root, out_dir / "prepared" / "rsna")}}
     rows = {}
     for name in tasks:
         task = get_task(name, batch_size=batch_size)
         row, t0 = {"metric": task.reported}, time.perf_counter()
-        for label, weights in (("pretrained", backbone_weights), ("random", "random")):
+        for label, weights in (("pretrained", backbone_weights), ("random", random_weights)):
             res = run_downstream(task, weights, out_dir / name / label, seed=seed, input_size=input_size,
                                  where=where, device=device, max_epochs=max_epochs, max_steps=max_steps,
                                  progress=progress)
