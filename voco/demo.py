@@ -66,7 +66,7 @@ def get_parser():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sample", default="data/sample", help="sample-data root (btcv/ is generated if absent)")
     p.add_argument("--runs", default="runs")
-    p.add_argument("--steps", default=20, type=int, help="v1 pre-training steps")
+    p.add_argument("--steps", default=30, type=int, help="v1 pre-training steps")
     p.add_argument("--lr", default=1e-3, type=float, help="v1 pre-training peak LR (cosine, no warm-up)")
     p.add_argument("--num_crops", default=3, type=int, help="v1 base crops per axis (3: a 3x3 grid)")
     p.add_argument("--random_crops", default=2, type=int, help="v1 random crops per step (--sw_batch_size)")
