@@ -1,4 +1,5 @@
-"""Faults injected into Semantic Genesis and TransVW (one engine, shared/genesis/): every test runs for both.
+"""Faults injected into Semantic Genesis and TransVW (one engine, shared/genesis/): every test runs for both
+(the kill -9 ones for TransVW in `make test-all` only, see `method_killed`).
 
 Pre-training (`<method>/train.py`) on tiny synthetic pattern files, fine-tuning (`finetune_*.py`) on tiny
 arrays, self-discovery's pattern generator on tiny volumes. Kill -9 runs the real CLI in a subprocess.
@@ -61,6 +62,10 @@ TINY = ["--cls_classes", "2", "--nb_instances", "3", "--nb_val_instances", "2", 
         "--batch_size", "2", "--num_workers", "0", "--width", "2", "--n_images", "0"]
 STEPS_PER_EPOCH = 3  # 6 training cubes / batch 2
 method = pytest.mark.parametrize("name", list(METHODS))
+# The kill -9 tests run a CLI in a child process (a torch start-up each). transvw/train.py is the Semantic Genesis
+# engine (shared/genesis/pretrain.py) under its own --exp_name, so its kill tests repeat the semantic_genesis ones
+# and run in `make test-all` only; TransVW's run-file names are checked by every other test here.
+method_killed = pytest.mark.parametrize("name", ["semantic_genesis", pytest.param("transvw", marks=pytest.mark.slow)])
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +124,7 @@ def steps_logged(csv_path):
 
 # ----------------------------------------------------------------------------------------- kill -9
 
-@method
+@method_killed
 def test_kill_resume_mid_epoch_gives_the_uninterrupted_weights(name, patterns, tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     pretrain(name, patterns, full, "--nb_epoch", "3")
@@ -147,7 +152,7 @@ def test_kill_resume_metrics_rows_after_the_checkpoint_are_dropped(name, pattern
     assert len(steps) == len(set(steps)) and steps == sorted(steps)
 
 
-@method
+@method_killed
 def test_kill_during_save_keeps_the_previous_checkpoint(name, patterns, tmp_path):
     # saves per epoch: the method's checkpoint (when the validation loss improves) and last.pt;
     # epoch 1 always improves: saves 1 and 2, so save 4 is the second last.pt or later

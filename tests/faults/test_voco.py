@@ -27,6 +27,7 @@ from shared.runfolder import RunFolderClash
 from shared.weights import WeightLoadError
 from voco import finetune, train
 from voco.data import SafeDataset, VoCoCrops, VoCoDataset, base_dataset, btcv_transforms, pretrain_transforms
+from voco.engine import pass_indices
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -143,16 +144,21 @@ def test_kill_during_save_keeps_the_previous_checkpoint(killed_in_save):
 
 @pytest.fixture(scope="module")
 def bad_pretraining(btcv, tmp_path_factory):
-    """One pre-training step on a batch of a list of one good, one truncated and one NaN volume."""
+    """One pre-training step of batch 1 on a list of one truncated, one NaN and one good volume, listed so that
+    the step's first drawn index is the truncated one: the loader skips it, then the NaN one, and trains on the
+    good one (a batch of 3 would cost three volumes' steps for the same two skips)."""
     root = tmp_path_factory.mktemp("voco_bad")
     good, _ = sample_case(btcv)
     truncated = truncated_copy(good, root / "truncated.nii.gz")
     volume = nib.load(str(good)).get_fdata().astype(np.float32)
     volume[10, 10, 10] = np.nan
     nan = nifti(root / "nan.nii.gz", volume)
-    listing = write_list(root / "list.json", [{"image": str(good)}, {"image": str(truncated)}, {"image": str(nan)}])
+    first = pass_indices(3, train.get_parser().get_default("seed"), 0)[0]  # the index the one step draws
+    order = [None] * 3
+    for offset, path in enumerate((truncated, nan, good)):  # a bad item is replaced by the next one listed
+        order[(first + offset) % 3] = {"image": str(path)}
+    listing = write_list(root / "list.json", order)
     argv = pretrain_argv(btcv, root / "run", 1, json_list=listing)
-    argv[argv.index("--batch_size") + 1] = "3"  # every listed volume is asked for
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with contextlib.redirect_stdout(io.StringIO()) as out:

@@ -120,7 +120,11 @@ def test_training_loss_falls_and_exports_torchvision_resnet50(tiny_bert, tmp_pat
                        last["model.model_a.project_global.projection_after.weight"])
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tiny_bert, tmp_path):
+    """Slow-marked duplicate: tests/faults/test_lovt.py::test_kill_resume_bit_identical resumes the same tiny
+    LoVT_100 run (2 epochs of 2 steps, resume=<last.ckpt> after epoch 1) after a real kill -9 and checks more:
+    bit-identical weights (here within 1e-6) and every metrics.csv row once."""
     common = ["export_run=false", "callback.early_stopping.patience=100", "attention_plots=0"]
     full = _run(tiny_bert, tmp_path, "full", common + ["pretrain_model.max_epochs=2"])
     first = _run(tiny_bert, tmp_path, "part", common + ["pretrain_model.max_epochs=1"])

@@ -72,7 +72,11 @@ def test_runs_as_a_script_and_as_a_module():
         assert "--lambda_cls" in out.stdout and "TransVW_chest_ct" in out.stdout
 
 
+@pytest.mark.slow
 def test_two_process_ddp_on_cpu(visual_words, tmp_path):
+    """Slow-marked duplicate: tests/test_gpu_check.py::test_two_nodes_genesis runs the same engine
+    (shared/genesis/pretrain.py, which transvw/train.py calls with its --exp_name) in a 2-process gloo DDP run
+    and checks the plain state dict; semantic_genesis/test_finetune.py covers torchrun --nproc_per_node=2."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "transvw/train.py",
            "--data_dir", str(visual_words), "--output_dir", str(tmp_path), *SMALL, "--nb_epoch", "2"]

@@ -1,25 +1,26 @@
 """Fixtures for the VoCo tests: the sample BTCV-style CT and the tiny model/geometry settings."""
 
 import json
+import os
 
-import numpy as np
 import pytest
 
 
 @pytest.fixture(scope="session")
 def btcv_root(tmp_path_factory):
-    """Path of the sample BTCV folder (imagesTr, labelsTr, dataset_0.json, btcv.json)."""
-    try:
-        from shared.sample_data import generate
-    except ImportError:
-        generate = None
-    root = tmp_path_factory.mktemp("voco_sample")
-    if generate is not None:
-        generate(root, seed=0, only=["btcv"])
-    else:  # the generator's entry point is not there yet: write the BTCV part directly
-        from shared.sample_data.ct import write_btcv
-        write_btcv(root / "btcv", np.random.default_rng(0))
-    return root / "btcv"
+    """Path of the sample BTCV folder (imagesTr, labelsTr, dataset_0.json, btcv.json): written once per session
+    into the folder of the top-level `sample_data` fixture, under its lock (either fixture reuses it)."""
+    from filelock import FileLock
+
+    from shared.sample_data import generate
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by all workers of this session
+    out = root / "sample_data"
+    with FileLock(str(root / "sample_data.lock")):
+        generate(out, seed=0, only=["btcv"])  # skipped when already complete
+    return out / "btcv"
 
 
 @pytest.fixture(scope="session")

@@ -57,9 +57,11 @@ def _val_losses(run):
 
 
 def test_device_path_with_bf16_and_channels_last_loss_falls(patterns, tmp_path):
-    main(args_for(patterns, tmp_path, transform_on="device", amp="on", channels_last="on", nb_epoch=6, lr=0.003))
+    """3 epochs (bf16 convolutions are slow on a CPU): val 0.208 -> 0.176 -> 0.164, train 0.225 -> 0.171 here
+    (the first 3 of the 6 epochs this test used to run: the learning rate does not depend on --nb_epoch)."""
+    main(args_for(patterns, tmp_path, transform_on="device", amp="on", channels_last="on", nb_epoch=3, lr=0.003))
     val, train_loss = _val_losses(tmp_path / "en_de")
-    assert len(val) == 6 and val[-1] < val[0] and train_loss[-1] < train_loss[0]
+    assert len(val) == 3 and val[-1] < val[0] and train_loss[-1] < train_loss[0]
     state = torch.load(tmp_path / "en_de" / "genesis.last.pt", weights_only=True)["state_dict"]
     assert all(torch.isfinite(v).all() for v in state.values())
 
