@@ -28,7 +28,7 @@ DEST ?=
 SAMPLE ?= data/sample
 RUNS ?= runs
 SEED ?= 0
-PYTEST_ARGS ?= -n 2
+PYTEST_ARGS ?= -n 2 --dist worksteal  # idle workers take queued tests from busy ones (a shorter tail)
 
 # One process when GPUS=1 on one node; otherwise PyTorch's own launcher (torchrun).
 ifeq ($(GPUS)$(NNODES),11)
