@@ -94,9 +94,9 @@ def minimal_plans(tmp_path, transpose_forward=(0, 1, 2)):
     plans = {"dataset_name": "Dataset999_T", "plans_name": "nnUNetPlans", "transpose_forward": list(transpose_forward),
              "transpose_backward": [list(transpose_forward).index(a) for a in range(3)],
              "label_manager": "LabelManager",
-             "configurations": {"3d_fullres": {"data_identifier": "nnUNetPlans_3d_fullres", "batch_size": 2,
-                                               "patch_size": [80, 100, 70], "normalization_schemes": ["CTNormalization"],
-                                               "use_mask_for_norm": [False]}}}
+             "configurations": {"3d_fullres": {
+                 "data_identifier": "nnUNetPlans_3d_fullres", "batch_size": 2, "patch_size": [80, 100, 70],
+                 "normalization_schemes": ["CTNormalization"], "use_mask_for_norm": [False]}}}
     (tmp_path / "nnUNetPlans.json").write_text(json.dumps(plans))
     (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "file_ending": ".nii.gz",
                                                        "labels": {"background": 0, "liver": 1, "spleen": 2}}))

@@ -144,7 +144,7 @@ def our_genesis_checkpoint(path, seed=1):
     torch.manual_seed(seed)
     model = UNet3D(n_class=1, width=WIDTH)
     with torch.no_grad():  # BatchNorm affine and buffers away from their init values too
-        for name, tensor in model.state_dict().items():
+        for tensor in model.state_dict().values():
             if tensor.is_floating_point():
                 tensor.add_(torch.randn_like(tensor) * 0.1)
     torch.save({"epoch": 3, "state_dict": model.state_dict(), "optimizer_state_dict": {},
