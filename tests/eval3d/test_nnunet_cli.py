@@ -56,10 +56,10 @@ def test_readme_commands_fine_tune_swinunetr_from_our_voco_checkpoint(sample_dat
     run(py + ["eval3d.nnunet.plans", "--plans", plans, "--arch", "voco", "--patch_size", "32", "64", "64",
               "--batch_size", "1", "--feature_size", FEATURE_SIZE, "--window_size", WINDOW], env)
 
-    encoder = {k: torch.randn_like(v) for k, v in
+    encoder = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in
                VoCoSwinUNETR(1, 14, False, feature_size=FEATURE_SIZE, window_size=WINDOW).state_dict().items()
                if k.startswith(("swinViT.", "encoder"))}
-    torch.save({"global_step": 1, "state_dict": {**{f"student.{k}": v + 1 for k, v in encoder.items()},
+    torch.save({"global_step": 1, "state_dict": {**{f"student.{k}": v * 2 for k, v in encoder.items()},
                                                  **{f"teacher.{k}": v for k, v in encoder.items()}}},
                tmp_path / "voco.pt")
     report = run(py + ["eval3d.nnunet.convert", "--plans", plans, "--configuration", "3d_voco", "--checkpoint",

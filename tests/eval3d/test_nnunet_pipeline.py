@@ -156,6 +156,15 @@ def encoder_state(network):
     return {k: v.detach().clone() for k, v in network.state_dict().items() if k.startswith(ENCODER)}
 
 
+@pytest.fixture
+def keep_torch_threads():
+    """nnU-Net's predictor sets torch's thread count; the next test in this worker gets it back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.usefixtures("keep_torch_threads")
 def test_nnunet_fine_tunes_unet3d_from_our_checkpoint(tmp_path, monkeypatch):
     root = nnunet_env(monkeypatch, tmp_path)
     worker_pools_as_threads(monkeypatch)
