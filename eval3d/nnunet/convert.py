@@ -41,23 +41,25 @@ def build_network(plans_file, configuration, dataset_json=None):
                                   allow_init=True, deep_supervision=False)
 
 
-def default_branch(checkpoint, trusted=False):
+def default_branch(state_dict):
     """'teacher' for a VoCo pre-training checkpoint (student and teacher in one dict), else None."""
-    state = extract_state_dict(read_checkpoint(checkpoint, trusted=trusted))
-    return "teacher" if any(k.removeprefix("module.").startswith("teacher.") for k in state) else None
+    return "teacher" if any(k.removeprefix("module.").startswith("teacher.") for k in state_dict) else None
 
 
 def convert(plans_file, configuration, checkpoint, out, dataset_json=None, branch=None, trusted=False,
             min_matched=0.5, verbose=True):
     """Write {"network_weights": ...} for nnU-Net to `out`; returns the LoadReport."""
     network = build_network(plans_file, configuration, dataset_json)
-    branch = branch or default_branch(checkpoint, trusted)
     try:
-        report = load_pretrained(network, str(checkpoint), branch=branch, trusted=trusted,
-                                 min_matched=min_matched, verbose=verbose)
+        state_dict = extract_state_dict(read_checkpoint(checkpoint, trusted=trusted))  # read once, however big
+        report = load_pretrained(network, state_dict, branch=branch or default_branch(state_dict),
+                                 min_matched=min_matched, verbose=False)
     except WeightLoadError as err:
         raise WeightLoadError(f"{checkpoint} does not fit configuration {configuration!r} of {plans_file}: {err}") \
             from err
+    report.source = str(checkpoint)
+    if verbose:
+        print(report)
     save_atomic({"network_weights": network.state_dict()}, out)
     return report
 

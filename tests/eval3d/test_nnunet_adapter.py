@@ -134,3 +134,15 @@ def test_converted_voco_weights_load_with_nnunets_loader(tmp_path):
     state = network.state_dict()
     assert all(torch.equal(state[k], torch.full_like(v, 2.0)) for k, v in encoder.items())  # the teacher
     assert state["out.conv.conv.weight"].shape[0] == 3
+
+
+def test_a_checkpoint_of_the_other_architecture_is_refused_by_name(tmp_path):
+    from shared.weights import WeightLoadError
+
+    plans_file = minimal_plans(tmp_path)
+    name = add_configuration(plans_file, "genesis", patch_size=[16, 16, 16], width=4)
+    swin = VoCoSwinUNETR(1, 14, False, feature_size=12, window_size=2).state_dict()
+    torch.save({"state_dict": swin}, tmp_path / "swin.pt")
+    with pytest.raises(WeightLoadError, match="swin.pt does not fit configuration '3d_genesis'"):
+        convert(plans_file, name, tmp_path / "swin.pt", tmp_path / "init.pt", verbose=False)
+    assert not (tmp_path / "init.pt").exists()
