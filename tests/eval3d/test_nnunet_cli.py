@@ -3,7 +3,7 @@ a checkpoint in our VoCo layout: dataset conversion, nnUNetv2_plan_and_preproces
 weights conversion, nnUNetv2_preprocess, nnUNetv2_train -pretrained_weights -tr, nnUNetv2_predict.
 
 Marked slow (13 min wall, 4.5 min CPU on 2 shared cores: each command starts Python and nnU-Net anew, and
-nUNetv2_train's final validation slides SwinUNETR with mirroring);
+nnUNetv2_train's final validation slides SwinUNETR with mirroring);
 test_nnunet_pipeline.py runs the same steps in process in the default suite. The dataset conversion,
 which needs no nnU-Net run, is tested here in the default suite too."""
 
