@@ -173,8 +173,6 @@ def main(argv=None):
     check_roi(parser, "--roi_x", args.roi_x, args.double_input)
     args.cache_dataset = args.cache_dataset or args.smartcache_dataset
     if args.plan:
-        if args.recipe != "v1":
-            raise SystemExit("--plan covers --recipe v1 (the CVPR 2024 model) only; v2 is not planned yet")
         from voco.plan import pretrain_plan
         return run_plan(pretrain_plan(args), args)
     info = init_distributed(device=args.device)
