@@ -125,6 +125,7 @@ def v2_plan(args):
     omni = args.recipe == "omni"
     volumes = args.plan_samples or PRECT_160K_VOLUMES
     cpu = argparse.Namespace(device=torch.device("cpu"), distributed=False, rank=0, world_size=1)
+    gpus = args.plan_gpus  # --batch_size is per process (GPU), as in the original's torchrun scripts
 
     def make_modules():
         model = recipe.build_model(args, cpu)[0]
@@ -165,8 +166,8 @@ def v2_plan(args):
         config=f"shared SwinUNETR v2 F={args.feature_size}{' with decoders' if omni else ''}, student + EMA "
                f"teacher heads {args.hidden_dim}-{args.out_dim}; {b} volume(s) per step, each {s} random + {k} "
                f"base crops of {r}^3{extra}",
-        samples_per_step=b, total_samples=args.num_steps * b, pass_samples=volumes,
-        schedule=f"{args.num_steps:,} steps x {b} volumes = {args.num_steps * b:,} volumes (a pass: {volumes:,} "
-                 f"volumes{', PreCT-160K' if not args.plan_samples else ''})",
+        samples_per_step=b, total_samples=args.num_steps * b * gpus, pass_samples=volumes,
+        schedule=f"{args.num_steps:,} steps x {b} volumes x {gpus} GPU(s) = {args.num_steps * b * gpus:,} volumes "
+                 f"(a pass: {volumes:,} volumes{', PreCT-160K' if not args.plan_samples else ''})",
         make_modules=make_modules, make_step=make_step,
         notes=[SCALER_NOTE] if precision == "fp16" else [])
