@@ -203,3 +203,16 @@ def test_omni_backbone_same_embeddings_logits_and_frozen_gradients():
             torch.testing.assert_close(p_o.grad, p_t.grad, rtol=1e-4, atol=1e-5, msg=name)
     assert theirs.swinViT.layers1[0].blocks[0].attn.qkv.weight.grad is not None  # stage 4 leaks, as kept
     assert theirs.encoder10.layer.conv1.conv.weight.grad is None  # the encoder maps are detached
+
+
+def test_parameter_counts_equal_the_original(original):
+    """Size B: the original's VoCoHead and ours have the same parameters, in all and in the backbone (the
+    README's L / H discussion rests on this count)."""
+    from voco.v2.model import VoCoV2
+
+    theirs, ours = original.VoCoHead(_args(48)), VoCoV2(feature_size=48)
+
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+
+    assert (count(theirs), count(theirs.backbone)) == (count(ours), count(ours.backbone)) == (59_723_890, 53_164_146)
