@@ -247,11 +247,12 @@ def main(argv=None):
         check_shared_memory(args.workers, batch_bytes(args, dataset, crops_on), "--workers")
     probe = online_probe(args, model if args.recipe == "v1" else v2.probe_model(model), logger, info.device,
                          info.is_main)
+    step_fn = engine.train_step
+    if args.recipe != "v1":  # omni's step keeps its frozen teacher in <logdir>/voco_pretrain.omni_teacher.pt
+        step_fn = v2.step_fn(args, info, run_file(args.logdir, RUN_NAME, v2.TEACHER_FILE))
     state = engine.train(args, model, student, optimizer, scheduler, scaler, dataset, info, logger,
-                         state, amp, amp_dtype, probe=probe, make_crops=make_crops,
-                         labelled_batches=labelled_batches,
-                         step_fn=engine.train_step if args.recipe == "v1" else
-                         v2.step_fn(args, info, run_file(args.logdir, RUN_NAME, v2.TEACHER_FILE)))
+                         state, amp, amp_dtype, probe=probe, step_fn=step_fn, make_crops=make_crops,
+                         labelled_batches=labelled_batches)
     logger.close()
     if info.is_main:
         n_skipped, names = count_skipped(skip_log)

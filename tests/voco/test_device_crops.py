@@ -6,11 +6,10 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from monai.transforms import Compose, Flip, RandFlip, RandRotate90, RandShiftIntensity, Rotate90, ShiftIntensity
 from scipy import stats
 
 from voco import train
-from monai.transforms import Compose, Flip, RandFlip, RandRotate90, RandShiftIntensity, Rotate90, ShiftIntensity
-
 from voco.data import (
     VoCoCrops,
     VoCoDataset,

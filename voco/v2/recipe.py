@@ -24,7 +24,8 @@ from voco.v2.data import WINDOWS, build_v2_dataset
 from voco.v2.engine import LOSS_COLUMNS, train_step
 from voco.v2.model import SIZES, VoCoV2
 from voco.v2.omni import LOSS_COLUMNS as OMNI_COLUMNS
-from voco.v2.omni import TEACHER_FILE, OmniStep, SelfTraining, VoCoOmni
+from voco.v2.omni import TEACHER_FILE as TEACHER_FILE  # re-exported: train.py names the run file with it
+from voco.v2.omni import OmniStep, SelfTraining, VoCoOmni
 from voco.v2.omni_data import build_labelled, labelled_batches
 
 RECIPES = ("v1", "v2", "omni")
