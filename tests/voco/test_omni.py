@@ -103,7 +103,7 @@ def _pretrain(btcv_root, logdir, steps, *extra):
                        *TINY, *extra])
 
 
-@pytest.mark.slow  # ~1.5 min on 1 CPU thread (6 steps of a tiny SwinUNETR with decoders on 64^3 crops)
+@pytest.mark.slow  # 6 steps of a tiny SwinUNETR with decoders on 64^3 crops: 512 s wall on the loaded 2-core machine
 def test_omni_pretrains_switches_and_resumes_exactly(btcv_root, tmp_path):
     cache = ["--cache_dir", str(tmp_path / "cache")]
     full = tmp_path / "full"
