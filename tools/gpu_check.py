@@ -334,7 +334,7 @@ def fill_voco_cache(train_args):
     from voco.train import build_datalist, get_parser
 
     args = get_parser().parse_args(train_args)
-    items = build_datalist(args)
+    items = build_datalist(args.json_list, args.data_dir)
     dataset = build_pretrain_dataset(args, items)
     seen = set()
     for i, item in enumerate(items):

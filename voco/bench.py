@@ -264,7 +264,8 @@ def main(argv=None):
                            "feature_size": cfg["feature_size"]}))
     print(f"sliding window: {dt:.2f} s/volume {tuple(vol.shape[2:])}")
     from voco.v2.bench import main as bench_v2
-    records += bench_v2(device, steps, items=items)  # VoCo v2: loss vectorised vs loop, step, data path
+    labelled = load_datalist(sample_btcv(args.sample) / "dataset_0.json", keys=("image", "label"))
+    records += bench_v2(device, steps, items=items, labelled=labelled)  # v2: loss, step, data paths (+ omni)
     print(f"wrote {write_records('voco', records, runs=args.runs)}")
     return records
 

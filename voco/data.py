@@ -24,12 +24,9 @@ from monai.transforms import (
     MapTransform,
     Orientationd,
     RandCropByPosNegLabeld,
-    RandFlip,
     RandFlipd,
-    RandRotate90,
     RandRotate90d,
     RandScaleIntensityd,
-    RandShiftIntensity,
     RandShiftIntensityd,
     Resize,
     Resized,
@@ -185,6 +182,57 @@ def overlap_labels(corners, base_roi=96, num_crops=4):
     return (area / float(r * r)).reshape(len(corners), -1)
 
 
+class CropAugmentation:
+    """The original's per-crop augmentation, MONAI's RandFlip (each axis), RandRotate90 (max_k 3, axial
+    plane) and RandShiftIntensity (offsets 0.1), as parameters drawn from our own torch.Generator and
+    applied batched. Per crop, independently: flip along spatial axis a with p flip_prob (a = 0, 1, 2);
+    with p rot_prob, k quarter turns in axes (0, 1), k uniform in 1..3; with p shift_prob, + U(-0.1, 0.1).
+    Flips come first, then the rotation, then the shift, as in the original's Compose. (Drawn here
+    rather than read back from MONAI's transforms, whose draws live in private fields.)"""
+
+    FLIP_AXES, ROT_AXES, MAX_K, OFFSET = (0, 1, 2), (0, 1), 3, 0.1
+
+    def __init__(self, flip_prob=0.2, rot_prob=0.2, shift_prob=0.1):
+        self.flip_prob, self.rot_prob, self.shift_prob = flip_prob, rot_prob, shift_prob
+
+    def draw(self, m, generator):
+        """Parameters of m crops: flips m x 3 (bool), rot_k m (int64, 0 = not rotated), shift m (float64,
+        0 = not shifted)."""
+        g = generator
+        flips = torch.rand(m, len(self.FLIP_AXES), generator=g, dtype=torch.float64) < self.flip_prob
+        rotate = torch.rand(m, generator=g, dtype=torch.float64) < self.rot_prob
+        k = torch.randint(1, self.MAX_K + 1, (m,), generator=g)
+        shifted = torch.rand(m, generator=g, dtype=torch.float64) < self.shift_prob
+        offset = (torch.rand(m, generator=g, dtype=torch.float64) * 2 - 1) * self.OFFSET
+        return {"flips": flips, "rot_k": torch.where(rotate, k, 0),
+                "shift": torch.where(shifted, offset, torch.zeros_like(offset))}
+
+    def apply(self, x, params):
+        """In place on x (M x 1 x D x H x W), on its device; the parameters stay on the CPU."""
+        return augment_batch(x, params["flips"], params["rot_k"], params["shift"], self.FLIP_AXES, self.ROT_AXES)
+
+
+def augment_batch(x, flips, rot_k, shift, flip_axes, rot_axes):
+    """In place on x (M x 1 x D x H x W): crop m flipped along flip_axes[a] where flips[m, a], then
+    rotated rot_k[m] quarter turns in rot_axes, then shifted by shift[m] (spatial axes count from 0,
+    like MONAI's): what MONAI's Flip, Rotate90 and ShiftIntensity compute, batched over the crops that
+    drew them (MONAI's array transforms take one parameter per call)."""
+    for a, axis in enumerate(flip_axes):
+        idx = torch.nonzero(flips[:, a]).flatten().tolist()
+        if idx:
+            x[idx] = x[idx].flip(2 + axis)
+    dims = (2 + rot_axes[0], 2 + rot_axes[1])
+    for k in (1, 2, 3):
+        idx = torch.nonzero(rot_k == k).flatten().tolist()
+        if idx:
+            x[idx] = torch.rot90(x[idx], k, dims)
+    idx = torch.nonzero(shift).flatten().tolist()
+    if idx:
+        offsets = shift[idx].to(torch.float32).to(x.device, non_blocking=True)
+        x[idx] = x[idx] + offsets.view(-1, *([1] * (x.dim() - 1)))
+    return x
+
+
 class VoCoCrops:
     """Working volume -> base crops, random crops and their overlap labels.
 
@@ -194,7 +242,8 @@ class VoCoCrops:
         num_crops: base crops per in-plane axis (4 -> 16 base crops).
         sw_batch_size: random crops per volume (2).
         aug: per-crop flips (p=flip_prob on each axis), rot90 in the axial plane (p=rot_prob, k<=3)
-            and intensity shift (+-0.1, p=shift_prob), drawn independently for every crop.
+            and intensity shift (+-0.1, p=shift_prob), drawn independently for every crop
+            (`CropAugmentation`).
     """
 
     def __init__(self, roi_small=64, base_roi=96, num_crops=4, sw_batch_size=2, aug=True,
@@ -202,16 +251,24 @@ class VoCoCrops:
         self.roi_small, self.base_roi, self.num_crops = roi_small, base_roi, num_crops
         self.sw_batch_size, self.aug = sw_batch_size, aug
         self.resize = Resize(spatial_size=(roi_small,) * 3, mode="trilinear", align_corners=True)
-        self.augment = Compose([RandFlip(prob=flip_prob, spatial_axis=0),
-                                RandFlip(prob=flip_prob, spatial_axis=1),
-                                RandFlip(prob=flip_prob, spatial_axis=2),
-                                RandRotate90(prob=rot_prob, max_k=3),
-                                RandShiftIntensity(offsets=0.1, prob=shift_prob)])
+        self.augment = CropAugmentation(flip_prob, rot_prob, shift_prob)
 
     @property
     def volume_size(self):
         n, r = self.num_crops, self.base_roi
         return (n * r, n * r, r)
+
+    def draw(self, rng):
+        """Every random choice of one volume's crops, from the numpy Generator `rng`: the random crops'
+        lower corners S x 2 (centres randint(r/2, n r - r/2), the original's), then (with aug) the
+        augmentation of the S random and K base crops, in that order, from a torch.Generator seeded by rng."""
+        n, r, half = self.num_crops, self.base_roi, self.base_roi // 2
+        corners = rng.integers(half, n * r - half, size=(self.sw_batch_size, 2)) - half  # randint(48, 336)
+        params = {"corners": torch.from_numpy(corners)}
+        if self.aug:
+            g = torch.Generator().manual_seed(int(rng.integers(2**63)))
+            params.update(self.augment.draw(self.sw_batch_size + n * n, g))
+        return params
 
     def __call__(self, image, rng):
         """image: 1xXxYxZ working volume; rng: numpy Generator. Returns a dict of
@@ -219,20 +276,19 @@ class VoCoCrops:
         image = _plain(image).float()
         if tuple(image.shape[1:]) != self.volume_size:
             raise ValueError(f"working volume is {tuple(image.shape[1:])}, expected {self.volume_size}")
-        n, r, half = self.num_crops, self.base_roi, self.base_roi // 2
+        n, r = self.num_crops, self.base_roi
+        params = self.draw(rng)
+        corners = params["corners"].numpy()
         bases = [image[0, i * r:(i + 1) * r, j * r:(j + 1) * r, :] for i in range(n) for j in range(n)]
-        centres = rng.integers(half, n * r - half, size=(self.sw_batch_size, 2))  # randint(48, 336)
-        corners = centres - half
         rands = [image[0, x:x + r, y:y + r, :] for x, y in corners]
         crops = self.resize(torch.stack(rands + bases))  # crops as channels: one resize call
         crops = _plain(crops).unsqueeze(1)  # (S+K)x1xr^3
         if self.aug:
-            self.augment.set_random_state(seed=int(rng.integers(2**31)))
-            crops = torch.stack([_plain(self.augment(c)) for c in crops])
+            crops = self.augment.apply(crops, params)
         s = self.sw_batch_size
         return {"image": crops[:s].contiguous(), "crops": crops[s:].contiguous(),
                 "labels": torch.from_numpy(overlap_labels(corners, r, n)),
-                "corners": torch.from_numpy(corners)}
+                "corners": params["corners"]}
 
 
 def _plain(x):

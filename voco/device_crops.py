@@ -2,17 +2,16 @@
 working volume and draw the crop parameters; the crops, their resize to roi^3, the flips / rot90 /
 intensity shift and the overlap labels are computed on the device, batched over the volumes of a step.
 
-Same numbers as the per-crop MONAI path (`VoCoCrops.__call__` in a worker) for the same seed: the
-parameters of volume j in pass e are drawn from the same generator `(seed, e, j)` in the same order
-(the random-crop centres first, then MONAI's own `RandFlip`/`RandRotate90`/`RandShiftIntensity`
-re-seeded from it and randomised crop by crop, as `Compose` does when it applies them), and applied
-with the same operations:
+Same numbers as the worker path (`VoCoCrops.__call__` in a worker) for the same seed: the parameters of
+volume j in pass e are drawn by the same `VoCoCrops.draw` from the same generator `(seed, e, j)` (the
+random-crop centres, then each crop's flips / rot90 / shift: `voco.data.CropAugmentation`, which draws
+MONAI RandFlip / RandRotate90 / RandShiftIntensity's distributions from our own torch.Generator), and
+applied with the same operations:
 
 - crops: slices of the volume (the base grid is one reshape of the whole batch);
 - resize: MONAI's `Resize` (trilinear, align_corners=True), one call for every crop of the step;
-- flips, rot90, shift: `torch.flip`, `torch.rot90`, `+ offset`, what MONAI's `Flip`, `Rotate90` and
-  `ShiftIntensity` compute, applied to the crops that drew them (MONAI's array transforms take one
-  parameter per call, so a batch with per-crop parameters is written here);
+- flips, rot90, shift: `voco.data.augment_batch` (`torch.flip`, `torch.rot90`, `+ offset` on the crops
+  that drew them), the worker path's own function;
 - labels: `overlap_labels` in torch (float64, as the NumPy version).
 
 The batch that comes out is the one the default collate of the worker path gives (image B x S x 1 x
@@ -21,9 +20,9 @@ roi^3, crops B x K x 1 x roi^3, labels B x S x K float64), so the training step 
 
 import numpy as np
 import torch
-from monai.transforms import RandFlip, RandRotate90, RandShiftIntensity, ToDeviced
+from monai.transforms import ToDeviced
 
-from voco.data import _plain
+from voco.data import _plain, augment_batch  # noqa: F401  (augment_batch: re-exported for callers)
 
 CROPS_ON = ("auto", "device", "workers")
 PARAMETER_KEYS = ("volume", "corners", "flips", "rot_k", "shift")
@@ -38,41 +37,11 @@ def resolve_crops_on(crops_on, device):
     return crops_on
 
 
-def _augment_parts(crops):
-    """(flip transforms, rot90 transform, shift transform) of VoCoCrops.augment, checked."""
-    parts = list(crops.augment.transforms)
-    flips, rot, shift = parts[:-2], parts[-2], parts[-1]
-    if not (all(isinstance(t, RandFlip) for t in flips) and isinstance(rot, RandRotate90)
-            and isinstance(shift, RandShiftIntensity) and not shift.channel_wise):
-        raise TypeError(f"device crops expect RandFlip..., RandRotate90, RandShiftIntensity; got {parts}")
-    return flips, rot, shift
-
-
 def draw_parameters(crops, rng):
-    """The random choices `crops(volume, rng)` makes, without touching the volume.
-
-    Returns corners S x 2 (int64, lower corners of the random crops), and per crop (random crops
-    first, then the base crops, as the worker path augments them): flips M x F (bool, one column per
-    RandFlip), rot_k M (int64, 0 = not rotated), shift M (float64, 0 = not shifted)."""
-    n, r, half, s = crops.num_crops, crops.base_roi, crops.base_roi // 2, crops.sw_batch_size
-    corners = rng.integers(half, n * r - half, size=(s, 2)) - half  # same draw as VoCoCrops.__call__
-    m = s + n * n
-    flip_ts, rot_t, shift_t = _augment_parts(crops)
-    flips = np.zeros((m, len(flip_ts)), dtype=bool)
-    rot_k = np.zeros(m, dtype=np.int64)
-    shift = np.zeros(m, dtype=np.float64)
-    if crops.aug:
-        crops.augment.set_random_state(seed=int(rng.integers(2**31)))
-        for c in range(m):  # MONAI's own randomize(), in the order Compose calls it crop by crop
-            for a, t in enumerate(flip_ts):
-                t.randomize(None)
-                flips[c, a] = t._do_transform
-            rot_t.randomize(None)
-            rot_k[c] = rot_t._rand_k if rot_t._do_transform else 0
-            shift_t.randomize(None)
-            shift[c] = shift_t._offset if shift_t._do_transform else 0.0
-    return {"corners": torch.from_numpy(corners), "flips": torch.from_numpy(flips),
-            "rot_k": torch.from_numpy(rot_k), "shift": torch.from_numpy(shift)}
+    """The random choices `crops(volume, rng)` makes, without touching the volume (`VoCoCrops.draw`):
+    corners S x 2 (int64), and with augmentation, per crop (random crops first, then the base crops, as
+    the worker path augments them) flips M x 3 (bool), rot_k M (int64, 0 = not rotated), shift M (float64)."""
+    return crops.draw(rng)
 
 
 class VolumesWithParameters(torch.utils.data.Dataset):
@@ -114,26 +83,6 @@ def overlap_labels_torch(corners, base_roi=96, num_crops=4):
     return (area.double() / float(base_roi * base_roi)).flatten(-2)
 
 
-def augment_batch(x, flips, rot_k, shift, flip_axes, rot_axes):
-    """In place on x (M x 1 x D x H x W): crop m flipped along flip_axes[a] where flips[m, a], then
-    rotated rot_k[m] quarter turns in rot_axes, then shifted by shift[m] (spatial axes count from 0,
-    like MONAI's). flips / rot_k / shift stay on the CPU: they only pick which crops to touch."""
-    for a, axis in enumerate(flip_axes):
-        idx = torch.nonzero(flips[:, a]).flatten().tolist()
-        if idx:
-            x[idx] = x[idx].flip(2 + axis)
-    dims = (2 + rot_axes[0], 2 + rot_axes[1])
-    for k in (1, 2, 3):
-        idx = torch.nonzero(rot_k == k).flatten().tolist()
-        if idx:
-            x[idx] = torch.rot90(x[idx], k, dims)
-    idx = torch.nonzero(shift).flatten().tolist()
-    if idx:
-        offsets = shift[idx].to(torch.float32).to(x.device, non_blocking=True)
-        x[idx] = x[idx] + offsets.view(-1, *([1] * (x.dim() - 1)))
-    return x
-
-
 def device_crops(batch, crops, device):
     """A collated batch of VolumesWithParameters items -> the worker path's collated batch, on `device`."""
     batch = ToDeviced(keys=["volume"], device=device, non_blocking=True)(dict(batch))
@@ -149,10 +98,8 @@ def device_crops(batch, crops, device):
     every = torch.cat((rands.reshape(b, s, r, r, depth), bases), dim=1).reshape(b * (s + n * n), r, r, depth)
     small = _plain(crops.resize(every)).unsqueeze(1)                 # crops as channels: one resize call
     if crops.aug:
-        flip_ts, rot_t, _ = _augment_parts(crops)
-        axes = [int(np.ravel(t.flipper.spatial_axis)[0]) for t in flip_ts]
-        augment_batch(small, batch["flips"].reshape(-1, len(axes)), batch["rot_k"].reshape(-1),
-                      batch["shift"].reshape(-1), axes, tuple(rot_t.spatial_axes))
+        crops.augment.apply(small, {"flips": batch["flips"].reshape(b * (s + n * n), -1),
+                                    "rot_k": batch["rot_k"].reshape(-1), "shift": batch["shift"].reshape(-1)})
     small = small.reshape(b, s + n * n, 1, *small.shape[2:])
     labels = overlap_labels_torch(corners.to(device, non_blocking=True), r, n)
     return {"image": small[:, :s].contiguous(), "crops": small[:, s:].contiguous(), "labels": labels,

@@ -73,16 +73,23 @@ def checkpoint(model, optimizer, scheduler, scaler, args, state):
 
 
 def train(args, model, student, optimizer, scheduler, scaler, dataset, info, logger, state,
-          amp=False, amp_dtype=torch.float16, probe=None, step_fn=train_step):
+          amp=False, amp_dtype=torch.float16, probe=None, step_fn=train_step, make_crops=None,
+          labelled_batches=None):
     """Run until state['global_step'] == args.num_steps (or the end of that pass with
     --finish_pass, as the original). `student` is model.student, DDP-wrapped when distributed.
-    `step_fn`: the optimiser step (this module's `train_step`; voco.v2.engine.train_step for v2)."""
+    `step_fn`: the optimiser step (this module's `train_step`; voco.v2 recipe's step for v2 / omni).
+    Where the crops come from: the loader's batches hold them (`make_crops` None, --crops_on workers), or
+    `make_crops(batch, device)` cuts them on the device from the volumes and parameters the loader gives
+    (--crops_on device: voco.device_crops.VolumesWithParameters.device_crops).
+    `labelled_batches` (--recipe omni): completed steps -> an iterator of the labelled patches of the next
+    steps, one item per step, put into the batch as "labelled"."""
     logdir = Path(args.logdir)
     device = info.device
     bar = tqdm(total=args.num_steps, initial=state["global_step"], disable=not info.is_main,
                desc="voco pre-train", dynamic_ncols=True)
     # with fp16 a non-finite loss is the GradScaler's to skip; read on the host at each log and before saves
     watch = LossWatch(device, scaler, parameters=model.parameters())
+    labelled = labelled_batches(state["global_step"]) if labelled_batches is not None else None
     while state["global_step"] < args.num_steps:
         dataset.set_epoch(state["epoch"])
         indices = pass_indices(len(dataset), args.seed, state["epoch"], info.rank, info.world_size)
@@ -93,11 +100,12 @@ def train(args, model, student, optimizer, scheduler, scaler, dataset, info, log
             persistent_workers=False)
         model.train()
         timer = StepTimer(device)
-        make_crops = getattr(dataset, "device_crops", None)  # --crops_on device
         for batch in timer.wrap(loader):
             fault_kill_at_step(state["global_step"] + 1)  # test-only hook, inert unless set
             if make_crops is not None:
                 batch = make_crops(batch, device)
+            if labelled is not None:
+                batch = {**batch, "labelled": next(labelled)}
             parts = step_fn(model, student, batch, optimizer, scheduler, scaler, device, amp,
                             amp_dtype, args.grad_clip, args.max_grad_norm, state["global_step"] + 1, watch)
             state["global_step"] += 1

@@ -29,7 +29,7 @@ from voco.device_crops import CROPS_ON, VolumesWithParameters, resolve_crops_on
 from voco.models import VoCo
 from voco.probe import add_probe_args, online_probe
 from voco.utils import amp_settings, check_roi, str2bool
-from voco.v2 import recipe as v2  # --recipe v2: the few places below that branch on args.recipe
+from voco.v2 import recipe as v2  # --recipe v2 / omni: the few places below that branch on args.recipe
 
 RUN_NAME = "voco_pretrain"  # this stage's files in --logdir (fine-tuning's are voco_finetune.*)
 
@@ -146,13 +146,14 @@ def build_scheduler(args, optimizer):
         optimizer, lambda s: max(0.0, 1 - s / args.epochs) ** 0.9)
 
 
-def build_datalist(args):
-    data_dirs = args.data_dir or [None] * len(args.json_list)
-    if len(data_dirs) != len(args.json_list):
-        raise SystemExit("--data_dir needs one folder per --json_list (or none)")
+def build_datalist(json_list, data_dirs=None, keys=("image",), flag="--data_dir"):
+    """The entries of every json list (each relative to its data dir: `flag`, one per json, or its folder)."""
+    data_dirs = data_dirs or [None] * len(json_list)
+    if len(data_dirs) != len(json_list):
+        raise SystemExit(f"{flag} needs one folder per json list (or none)")
     items = []
-    for json_path, data_dir in zip(args.json_list, data_dirs):
-        items += load_datalist(json_path, data_dir)
+    for json_path, data_dir in zip(json_list, data_dirs):
+        items += load_datalist(json_path, data_dir, keys=keys)
     return items
 
 
@@ -172,8 +173,6 @@ def main(argv=None):
     check_roi(parser, "--roi_x", args.roi_x, args.double_input)
     args.cache_dataset = args.cache_dataset or args.smartcache_dataset
     if args.plan:
-        if args.recipe != "v1":
-            raise SystemExit("--plan covers --recipe v1 (the CVPR 2024 model) only; v2 is not planned yet")
         from voco.plan import pretrain_plan
         return run_plan(pretrain_plan(args), args)
     info = init_distributed(device=args.device)
@@ -221,16 +220,20 @@ def main(argv=None):
     else:
         seed_everything(args.seed + 1, info.rank)  # per-rank streams from here on
 
+    skip_log = run_file(args.logdir, RUN_NAME, "skipped.txt")
+    labelled_batches = v2.labelled(args, info, build_datalist, skip_log)  # omni's labelled patches; else None
     # pre-training and fine-tuning both default to --logdir logs: this stage's files are voco_pretrain.*;
     # refuse a --logdir holding a pre-training of another configuration, never mix its logs
     claim_run_folder(args.logdir, RUN_NAME, identity, resume=bool(args.resume) and resumed_original is None,
                      enabled=info.is_main, flag="--logdir")
-    skip_log = run_file(args.logdir, RUN_NAME, "skipped.txt")
     build_dataset = build_pretrain_dataset if args.recipe == "v1" else v2.dataset
-    dataset = build_dataset(args, build_datalist(args), skip_bad=args.skip_bad, skip_log=skip_log)
+    dataset = build_dataset(args, build_datalist(args.json_list, args.data_dir), skip_bad=args.skip_bad,
+                            skip_log=skip_log)
     crops_on = resolve_crops_on(args.crops_on, info.device)
-    if crops_on == "device":  # workers only read volumes and draw parameters; crops are made per step
+    make_crops = None  # --crops_on workers: the loader's batches hold the crops already
+    if crops_on == "device":  # workers only read volumes and draw parameters; each step cuts the crops
         dataset = VolumesWithParameters(dataset)
+        make_crops = dataset.device_crops
     logger = RunLogger(args.logdir, wandb=args.wandb, config=vars(args), enabled=info.is_main, name=RUN_NAME)
     if args.resume:
         logger.truncate(state["global_step"])  # rows logged after the checkpoint come again
@@ -244,9 +247,12 @@ def main(argv=None):
         check_shared_memory(args.workers, batch_bytes(args, dataset, crops_on), "--workers")
     probe = online_probe(args, model if args.recipe == "v1" else v2.probe_model(model), logger, info.device,
                          info.is_main)
+    step_fn = engine.train_step
+    if args.recipe != "v1":  # omni's step keeps its frozen teacher in <logdir>/voco_pretrain.omni_teacher.pt
+        step_fn = v2.step_fn(args, info, run_file(args.logdir, RUN_NAME, v2.TEACHER_FILE))
     state = engine.train(args, model, student, optimizer, scheduler, scaler, dataset, info, logger,
-                         state, amp, amp_dtype, probe=probe,
-                         step_fn=engine.train_step if args.recipe == "v1" else v2.STEP)
+                         state, amp, amp_dtype, probe=probe, step_fn=step_fn, make_crops=make_crops,
+                         labelled_batches=labelled_batches)
     logger.close()
     if info.is_main:
         n_skipped, names = count_skipped(skip_log)
@@ -256,7 +262,8 @@ def main(argv=None):
         from shared.probe import PROBE_COLUMNS
         from shared.runlog import plot_metrics
         plot_metrics(logger.csv_path, run_file(args.logdir, RUN_NAME, "loss.png"),
-                     columns=[*(["loss", "pos", "neg", "reg"] if args.recipe == "v1" else v2.COLUMNS), *PROBE_COLUMNS])
+                     columns=[*(["loss", "pos", "neg", "reg"] if args.recipe == "v1" else v2.columns(args)),
+                              *PROBE_COLUMNS])
     cleanup()
     return state
 

@@ -1,14 +1,24 @@
-"""--crops_on device: the same crops, labels and augmentation as the per-crop MONAI path."""
+"""--crops_on device: the same crops, labels and augmentation as the worker path, and the augmentation
+drawn as MONAI's own RandFlip / RandRotate90 / RandShiftIntensity draw it (the original's path)."""
 
 import itertools
 
 import numpy as np
 import pytest
 import torch
+from monai.transforms import Compose, Flip, RandFlip, RandRotate90, RandShiftIntensity, Rotate90, ShiftIntensity
 from scipy import stats
 
 from voco import train
-from voco.data import VoCoCrops, VoCoDataset, base_dataset, load_datalist, overlap_labels, pretrain_transforms
+from voco.data import (
+    VoCoCrops,
+    VoCoDataset,
+    _plain,
+    base_dataset,
+    load_datalist,
+    overlap_labels,
+    pretrain_transforms,
+)
 from voco.device_crops import (
     VolumesWithParameters,
     augment_batch,
@@ -51,6 +61,9 @@ def test_labels_and_augmentation_pieces():
                         torch.tensor([1, 0]), torch.tensor([0.0, 0.5], dtype=torch.float64), [0, 1, 2], (0, 1))
     torch.testing.assert_close(out[0], torch.rot90(x[0].flip(1), 1, (1, 2)))
     torch.testing.assert_close(out[1], x[1].flip(3) + 0.5)
+    # what MONAI's public array transforms compute for the same parameters
+    torch.testing.assert_close(out[0], _plain(Rotate90(k=1, spatial_axes=(0, 1))(Flip(spatial_axis=0)(x[0]))))
+    torch.testing.assert_close(out[1], _plain(ShiftIntensity(0.5)(Flip(spatial_axis=2)(x[1]))))
 
 
 def test_wrong_volume_size_is_named(tmp_path):
@@ -92,37 +105,51 @@ def _contingency_p(a, b):
     return stats.chi2_contingency(table)[1]
 
 
+def _monai_augmented(plain_crops, seed, flip_prob=0.2, rot_prob=0.2, shift_prob=0.1):
+    """The original's augmentation: MONAI's random transforms, one crop at a time."""
+    aug = Compose([RandFlip(prob=flip_prob, spatial_axis=0), RandFlip(prob=flip_prob, spatial_axis=1),
+                   RandFlip(prob=flip_prob, spatial_axis=2), RandRotate90(prob=rot_prob, max_k=3),
+                   RandShiftIntensity(offsets=0.1, prob=shift_prob)])
+    aug.set_random_state(seed=seed)
+    return torch.stack([_plain(aug(c)) for c in plain_crops])
+
+
 def test_distributions_match_the_monai_path():
-    """Many draws with disjoint seeds: crop positions, overlap labels, orientations (flips + rot90) and
-    intensity shifts of the device path are distributed as the worker path's (the original defaults)."""
+    """Many draws with disjoint seeds: the orientations (flips + rot90) and intensity shifts of the device
+    path are distributed as MONAI's RandFlip / RandRotate90 / RandShiftIntensity give them (the original's
+    per-crop path); its crop positions and overlap labels as the original's randint centres."""
     crops = VoCoCrops(roi_small=6, base_roi=6, num_crops=3, sw_batch_size=3)
     plain = VoCoCrops(roi_small=6, base_roi=6, num_crops=3, sw_batch_size=3, aug=False)
     vol = torch.rand(1, 18, 18, 6)
     n = 240
-    worker = [crops(vol, np.random.default_rng([1, i])) for i in range(n)]
-    worker_plain = [plain(vol, np.random.default_rng([1, i])) for i in range(n)]
     device = [_device_batch(crops, [vol] * 24, [[2, i] for i in range(a, a + 24)]) for a in range(0, n, 24)]
     device_plain = [plain(vol, np.random.default_rng([2, i])) for i in range(n)]
+    reference_plain = [plain(vol, np.random.default_rng([1, i])) for i in range(n)]
+    legacy = np.random.RandomState(0)  # the original: np.random.randint(half, n r - half) per crop centre
+    reference_corners = legacy.randint(3, 15, size=(n * 3, 2)) - 3
 
     def stacked(outs, key):
         return torch.cat([o[key].reshape(-1, *o[key].shape[-(2 if key in ("labels", "corners") else 4):])
                           for o in outs])
 
+    def every_crop(outs):
+        return torch.cat((stacked(outs, "image"), stacked(outs, "crops")))
+
     results = {}
-    for name, outs, plains in (("worker", worker, worker_plain), ("device", device, device_plain)):
-        crops_out = torch.cat((stacked(outs, "image"), stacked(outs, "crops")))
-        crops_plain = torch.cat((stacked(plains, "image"), stacked(plains, "crops")))
-        orientation, shift = _signature(crops_out, crops_plain)
-        results[name] = {"corners": stacked(outs, "corners").numpy().ravel(),
-                         "nonzero_labels": (stacked(outs, "labels") > 0).sum(-1).numpy(),
-                         "orientation": orientation, "shifted": np.abs(shift) > 1e-6, "shift": shift}
-    w, d = results["worker"], results["device"]
-    # centres randint(half, n r - half): corners 0 .. n r - r - 1
-    assert w["corners"].min() == 0 and w["corners"].max() == 11 and np.ptp(d["corners"]) == 11
+    ref_in = every_crop(reference_plain)
+    for name, out, plain_out in (("device", every_crop(device), every_crop(device_plain)),
+                                 ("monai", _monai_augmented(ref_in, 3), ref_in)):
+        orientation, shift = _signature(out, plain_out)
+        results[name] = {"orientation": orientation, "shifted": np.abs(shift) > 1e-6, "shift": shift}
+    d, m = results["device"], results["monai"]
+    d["corners"], m["corners"] = stacked(device, "corners").numpy().ravel(), reference_corners.ravel()
+    d["nonzero_labels"] = (stacked(device, "labels") > 0).sum(-1).numpy()
+    m["nonzero_labels"] = (torch.from_numpy(overlap_labels(reference_corners, 6, 3)) > 0).sum(-1).numpy()
+    assert d["corners"].min() == 0 and d["corners"].max() == 11  # centres randint(half, n r - half)
     for key in ("corners", "nonzero_labels", "orientation", "shifted"):
-        assert _contingency_p(w[key], d[key]) > 1e-3, key
-    assert stats.ks_2samp(w["shift"][w["shifted"]], d["shift"][d["shifted"]]).pvalue > 1e-3
-    for r in (w, d):  # and both are the distribution the parameters say
+        assert _contingency_p(d[key], m[key]) > 1e-3, key
+    assert stats.ks_2samp(d["shift"][d["shifted"]], m["shift"][m["shifted"]]).pvalue > 1e-3
+    for r in (d, m):  # and both are the distribution the parameters say
         assert abs(np.mean(r["orientation"] == 0) - 0.8**4) < 0.04  # no flip on 3 axes, no rot90
         assert abs(np.mean(r["shifted"]) - 0.1) < 0.02
         assert np.abs(r["shift"]).max() <= 0.1

@@ -49,3 +49,17 @@ def test_finetune_defaults_are_the_originals():
     plan = finetune_plan(finetune.get_parser().parse_args(["--plan"]))
     assert (plan.precision, plan.checkpointing, plan.samples_per_step) == ("fp32", True, 16)
     assert plan.total_samples == 3000 * 24 * 16
+
+
+@pytest.mark.slow  # ~25 s of CPU: two tiny SwinUNETR steps on fake tensors
+def test_v2_and_omni_plans_print(capsys):
+    tiny = ["--feature_size", "12", "--hidden_dim", "32", "--out_dim", "32", "--window_size", "2", "--num_crops", "2",
+            "--sw_batch_size", "1", "--batch_size", "1", "--plan", "--num_steps", "1000", "--plan_gpus", "8"]
+    v2 = train.main(["--recipe", "v2", *tiny])
+    out = capsys.readouterr().out
+    assert "Plan for voco v2-F=12" in out and "1,000 steps x 1 volumes x 8 GPU(s) = 8,000 volumes" in out
+    omni = train.main(["--recipe", "omni", "--out_channels", "3", *tiny])
+    assert "Plan for voco omni-F=12" in capsys.readouterr().out
+    assert omni["flops_per_sample"] > v2["flops_per_sample"]  # the decoders, the labelled patches, the teacher
+    frozen_v2, frozen_omni = (s["parameters"] - s["trainable"] for s in (v2, omni))
+    assert frozen_omni > frozen_v2  # the EMA head, and for omni the frozen SwinUNETR too

@@ -172,3 +172,47 @@ def test_overlap_labels_equal_get_position_label():
         assert 32 <= cx < 160 and 32 <= cy < 160
         ours = overlap_labels([[cx - 32, cy - 32]], base_roi=64, num_crops=3)
         np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12)
+
+
+@pytest.mark.slow  # ~2 min on 1 CPU thread: the window-7 SwinUNETR with decoders on one 64^3 crop, twice
+def test_omni_backbone_same_embeddings_logits_and_frozen_gradients():
+    """Omni-supervised's `Swin` (whole SwinUNETR) against our Encoder(out_channels): same keys, pooled
+    features and segmentation logits; the "frozen" decoder path (maps detached, Swin stage 4 attached)
+    gives the same gradients as our semi path."""
+    from voco.v2.model import Encoder
+
+    _stub_nnunet_architectures()
+    omni = _load("Omni-supervised/models/voco_head.py", "lsm_omni_voco_head")
+    torch.manual_seed(0)
+    theirs = omni.Swin(argparse.Namespace(**vars(_args(12)), out_channels=5))
+    ours = Encoder(feature_size=12, window_size=7, out_channels=5)
+    ours.load_state_dict(theirs.state_dict(), strict=True)  # the same key names, decoders included
+    x = torch.rand(1, 1, 64, 64, 64)
+    w = torch.randn(1, 5, 64, 64, 64)
+    emb_t, logits_t = theirs(x, frozen=True)
+    maps, hs3 = ours.encode(x)
+    logits_o = ours.decode([m.detach() for m in maps], hs3)
+    torch.testing.assert_close(ours.pool(maps), emb_t, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits_o, logits_t, rtol=1e-5, atol=1e-5)
+    (logits_t * w).sum().backward()
+    (logits_o * w).sum().backward()
+    for (name, p_t), p_o in zip(theirs.named_parameters(), ours.parameters()):
+        if p_t.grad is None:
+            assert p_o.grad is None, name
+        else:
+            torch.testing.assert_close(p_o.grad, p_t.grad, rtol=1e-4, atol=1e-5, msg=name)
+    assert theirs.swinViT.layers1[0].blocks[0].attn.qkv.weight.grad is not None  # stage 4 leaks, as kept
+    assert theirs.encoder10.layer.conv1.conv.weight.grad is None  # the encoder maps are detached
+
+
+def test_parameter_counts_equal_the_original(original):
+    """Size B: the original's VoCoHead and ours have the same parameters, in all and in the backbone (the
+    README's L / H discussion rests on this count)."""
+    from voco.v2.model import VoCoV2
+
+    theirs, ours = original.VoCoHead(_args(48)), VoCoV2(feature_size=48)
+
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+
+    assert (count(theirs), count(theirs.backbone)) == (count(ours), count(ours.backbone)) == (59_723_890, 53_164_146)

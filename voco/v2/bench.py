@@ -90,7 +90,30 @@ def time_data(items, n, cache, window="crop"):
         return n / (time.perf_counter() - t0)
 
 
-def main(device=None, steps=None, reps=None, items=None):
+def time_labelled(items, n, cache):
+    """Steps/s of the omni labelled path (pre-processing + 4 labelled patches of 64^3 at 1.5 mm, the
+    original B defaults), one process."""
+    import argparse
+    import tempfile
+
+    from voco.v2.omni_data import build_labelled
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = argparse.Namespace(roi_x=64, sw_batch_size=4, space_x=1.5, space_y=1.5, space_z=1.5, a_min=-175.0,
+                                  a_max=250.0, b_min=0.0, b_max=1.0, cache_dir=tmp if cache else None,
+                                  cache_dataset=False, cache_rate=0.5, workers=0, seed=0, RandFlipd_prob=0.2,
+                                  RandRotate90d_prob=0.2, RandShiftIntensityd_prob=0.1)
+        ds = build_labelled(args, items, skip_bad=False)
+        if cache:
+            for i in range(len(items)):
+                ds.base[i]
+        t0 = time.perf_counter()
+        for step in range(1, n + 1):
+            ds[step]
+        return n / (time.perf_counter() - t0)
+
+
+def main(device=None, steps=None, reps=None, items=None, labelled=None):
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = device_name(device)
     records = []
@@ -116,6 +139,11 @@ def main(device=None, steps=None, reps=None, items=None):
         records.append(record("v2_data_volumes_per_s", vps, "volumes/s", device_name("cpu"),
                               {"window": "crop", "persistent_cache": cache, "workers": 0, "grid": 3, "roi": 64}))
         print(f"v2 data path (cache={cache}): {vps:.2f} volumes/s (one worker)", flush=True)
+    for cache in (False, True) if labelled else ():
+        sps = time_labelled(labelled, 2 * len(labelled), cache)
+        records.append(record("omni_labelled_steps_per_s", sps, "steps/s", device_name("cpu"),
+                              {"persistent_cache": cache, "workers": 0, "patches": 4, "roi": 64, "spacing": 1.5}))
+        print(f"omni labelled path (cache={cache}): {sps:.2f} steps/s of 4 patches (one worker)", flush=True)
     return records
 
 
@@ -123,4 +151,6 @@ if __name__ == "__main__":
     np.seterr(all="ignore")
     from voco.data import load_datalist
     from voco.demo import sample_btcv
-    main(items=load_datalist(sample_btcv("data/sample") / "btcv.json"))
+    root = sample_btcv("data/sample")
+    main(items=load_datalist(root / "btcv.json"),
+         labelled=load_datalist(root / "dataset_0.json", keys=("image", "label")))

@@ -26,23 +26,52 @@ class Encoder(nn.Module):
 
     The maps are encoder1(x), encoder2(hs0), encoder3(hs1), encoder4(hs2), encoder10(hs4):
     F + F + 2F + 4F + 16F = 24F (1152 / 2304 / 4608 for B / L / H). Built from MONAI's own SwinUNETR
-    (decoders dropped), so the keys are a downstream SwinUNETR's under `backbone.`."""
+    (decoders dropped), so the keys are a downstream SwinUNETR's under `backbone.`.
+
+    With `out_channels` (the omni recipe) the decoders and output block are kept too: the module is then
+    a whole SwinUNETR under the same names (`decode` gives its segmentation logits)."""
+
+    DECODERS = ("decoder5", "decoder4", "decoder3", "decoder2", "decoder1", "out")
 
     def __init__(self, in_channels=1, feature_size=48, use_checkpoint=False, dropout_path_rate=0.0,
-                 spatial_dims=3, use_flash_attention=False, window_size=7):
+                 spatial_dims=3, use_flash_attention=False, window_size=7, out_channels=None):
         super().__init__()
-        net = swinunetr(in_channels, 1, feature_size, use_checkpoint, dropout_path_rate, spatial_dims,
-                        use_flash_attention, window_size)
+        net = swinunetr(in_channels, out_channels or 1, feature_size, use_checkpoint, dropout_path_rate,
+                        spatial_dims, use_flash_attention, window_size)
         self.swinViT = net.swinViT
         self.encoder1, self.encoder2, self.encoder3 = net.encoder1, net.encoder2, net.encoder3
         self.encoder4, self.encoder10 = net.encoder4, net.encoder10
+        if out_channels:
+            for name in self.DECODERS:
+                setattr(self, name, getattr(net, name))
         self.out_dim = head_in_dim(feature_size)
 
-    def forward(self, x):
-        hs = self.swinViT(x)  # normalize=True, MONAI's default, as the original calls it; hs[3] unused
+    def encode(self, x):
+        """(the five encoder maps, the Swin stage-4 output the first decoder also reads)."""
+        hs = self.swinViT(x)  # normalize=True, MONAI's default, as the original calls it
         maps = [self.encoder1(x), self.encoder2(hs[0]), self.encoder3(hs[1]), self.encoder4(hs[2]),
                 self.encoder10(hs[4])]
+        return maps, hs[3]
+
+    @staticmethod
+    def pool(maps):
         return torch.cat([F.adaptive_avg_pool3d(m, 1).flatten(1) for m in maps], dim=1)
+
+    def decode(self, maps, hs3):
+        """SwinUNETR's decoder path on the encoder maps: segmentation logits N x out_channels x R^3."""
+        enc0, enc1, enc2, enc3, dec4 = maps
+        dec = self.decoder5(dec4, hs3)
+        for block, skip in ((self.decoder4, enc3), (self.decoder3, enc2), (self.decoder2, enc1),
+                            (self.decoder1, enc0)):
+            dec = block(dec, skip)
+        return self.out(dec)
+
+    def segment(self, x):
+        """The whole SwinUNETR's forward: segmentation logits (needs `out_channels`)."""
+        return self.decode(*self.encode(x))
+
+    def forward(self, x):
+        return self.pool(self.encode(x)[0])
 
     forward_encs = forward  # the name the frozen-feature probe (voco.probe.feature_fn) calls
 
@@ -80,10 +109,10 @@ class VoCoV2(nn.Module):
 
     def __init__(self, in_channels=1, feature_size=48, hidden_dim=HEAD_WIDTH, out_dim=HEAD_WIDTH, use_checkpoint=False,
                  dropout_path_rate=0.0, spatial_dims=3, ema_momentum=0.9, feature_dropout=0.2,
-                 teacher_init="random", use_flash_attention=False, window_size=7):
+                 teacher_init="random", use_flash_attention=False, window_size=7, out_channels=None):
         super().__init__()
         self.backbone = Encoder(in_channels, feature_size, use_checkpoint, dropout_path_rate, spatial_dims,
-                                use_flash_attention, window_size)
+                                use_flash_attention, window_size, out_channels)
         in_dim = self.backbone.out_dim  # the original picks 1152/2304/4608 by F; 24F is the same there
         self.student = ProjectionHead(in_dim, hidden_dim, out_dim)
         self.teacher = ProjectionHead(in_dim, hidden_dim, out_dim)
@@ -104,7 +133,10 @@ class VoCoV2(nn.Module):
 
     def embed(self, img, crops, step=None):
         """(student, teacher) head outputs for cat([img, crops]): (B*S + B*K) x out_dim each."""
-        embeddings = self.backbone(torch.cat([img, crops], dim=0))  # one batch: the heads' BN sees all
+        return self.heads(self.backbone(torch.cat([img, crops], dim=0)), step)  # one batch: BN sees all
+
+    def heads(self, embeddings, step=None):
+        """Feature dropout -> student head (with gradient); EMA; teacher head on the clean embeddings."""
         generator = None
         if step is not None:
             generator = torch.Generator(embeddings.device).manual_seed(self.seed * 1_000_003 + int(step))
