@@ -51,7 +51,7 @@ def run_one(task, split, encoder, mode, fraction, seed, args, runtime=CPU):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    final_loss = float(loss) if loss is not None else None  # read once: a read per step would wait on the GPU
+    final_loss = float(loss.detach()) if loss is not None else None  # read once: a read per step would wait on the GPU
     scores = task.evaluate(model, split, encoder.arch, args, runtime)
     return {**scores, "n_train": int(len(idx)), "n_test": len(split.test_x), "final_loss": final_loss,
             "seconds": round(time.time() - start, 2), **runtime.record(),

@@ -55,7 +55,7 @@ def test_unet3d_ncc_on_cuda(sample_data, tmp_path, cuda, monkeypatch):
 def test_swinunetr_btcv_on_cuda(sample_data, tmp_path, cuda, monkeypatch):
     built, seen = spy_models(monkeypatch)
     runs = eval3d_run.main(["--archs", "swinunetr", "--feature_size", "12", "--window_size", "2", "--tasks", "btcv",
-                            "--btcv", str(sample_data / "btcv"), "--spacing", "8", "8", "10", "--roi", "32", "32",
+                            "--btcv", str(sample_data / "btcv"), "--spacing", "6", "6", "10", "--roi", "64", "32",
                             "32", "--sw_batch_size", "2", "--overlap", "0", "--out", str(tmp_path), *TINY])
     check(runs, built, seen)
     assert 0 <= runs["btcv|full|100|random_swinunetr_f12_w2|0"]["mean Dice"] <= 1
