@@ -5,7 +5,8 @@ the device), with the default bf16 autocast. Any CPU tensor meeting a cuda one r
 Checked against the defects it exists for (each reverted by hand, the test failing, then restored):
 - the batch not moved (`runtime.put` dropped in eval3d/train.py): "found at least two devices, cuda:0 and cpu".
 - the predictions not brought back (`.cpu()` dropped in CubeTask.predict): roc_auc's .numpy() refuses them.
-- sw_device/device left out of BTCV's sliding_window_inference: MONAI's buffers stay on the CPU and mix.
+- the autocast dropped around BTCV's sliding_window_inference: its forwards are seen without bf16.
+(Leaving out sw_device/device does not fail here: MONAI defaults both to the input's device, already cuda.)
 """
 
 import torch
