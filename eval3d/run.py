@@ -28,6 +28,7 @@ from eval3d.encoders import (
     trust_checkpoints,
 )
 from eval3d.report import footer, plot_label_efficiency, run_key, task_markdown
+from eval3d.runtime import AMP_CHOICES, Runtime
 from eval3d.tasks import TASKS
 from eval3d.train import run_baseline, run_one
 from shared.checkpoint import replace_atomic
@@ -84,6 +85,10 @@ def build_parser():
     a.add_argument("--width", type=int, default=DEFAULT_CONFIG["unet3d"]["width"], help="UNet3D")
     a.add_argument("--feature_size", type=int, default=DEFAULT_CONFIG["swinunetr"]["feature_size"])
     a.add_argument("--window_size", type=int, default=DEFAULT_CONFIG["swinunetr"]["window_size"])
+    p.add_argument("--device", default=None, help="where the networks train and predict (default: cuda when "
+                   "available, else cpu; the raw baselines always run on the CPU)")
+    p.add_argument("--amp", default=None, choices=AMP_CHOICES, help="autocast of the forward passes (default: "
+                   "bf16 on cuda, none on cpu); the losses are fp32 either way")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--report_only", action="store_true", help="write the tables and plots from <out>/results.json, "
                    "run nothing (e.g. while another process is still filling it)")
@@ -135,6 +140,15 @@ def describe(encoder):
     return {"arch": encoder.arch, "path": encoder.path, "config": encoder.config}
 
 
+def arm_settings(settings, encoder, runtime):
+    """What a network arm's cached result must match. bf16 autocast changes the arithmetic, hence the scores:
+    it is part of the key (fp32 leaves the key as it was, so CPU results from before --amp still count). The
+    device is not: fp32 on a GPU computes the same sums as on the CPU, up to rounding order; each entry still
+    records its device."""
+    amp = {} if runtime.amp == "none" else {"amp": runtime.amp}
+    return {**settings, "encoder": describe(encoder), **amp}
+
+
 class Results:
     """<out>/results.json: every finished run, written at once (atomically) so an interrupted run resumes."""
 
@@ -167,6 +181,8 @@ def main(argv=None):
             raise SystemExit(f"eval3d: --tasks {task} needs --{flag}")
     if "ncs" in args.tasks and not (args.luna16 or args.ncs_data):
         raise SystemExit("eval3d: --tasks ncs needs --ncs_data or --luna16")
+    runtime = Runtime.from_flags(args.device, args.amp)
+    print(f"eval3d: networks on {runtime.device}, amp {runtime.amp}; raw baselines on the CPU")
     arms = all_arms(args)
     if not arms:
         raise SystemExit("eval3d: nothing to evaluate: give --encoder, --demo_runs or --archs")
@@ -188,7 +204,7 @@ def main(argv=None):
                 jobs.append((name, "raw", fraction, None, seed, targs, settings))
                 for mode in args.modes:
                     for enc in arms:
-                        jobs.append((name, mode, fraction, enc, seed, targs, {**settings, "encoder": describe(enc)}))
+                        jobs.append((name, mode, fraction, enc, seed, targs, arm_settings(settings, enc, runtime)))
     todo = [] if args.report_only else [
         j for j in jobs if not results.done(run_key(j[0], j[1], j[2], j[3].name if j[3] else "-", j[4]), j[6])]
     print(f"eval3d: {len(jobs)} runs, {len(jobs) - len(todo)} already in {results.path}, {len(todo)} to do")
@@ -199,7 +215,7 @@ def main(argv=None):
             result = run_baseline(task, split, fraction, seed)
             result["test_train_ratio"] = split.test_train_ratio
         else:
-            result = run_one(task, split, enc, mode, fraction, seed, targs)
+            result = run_one(task, split, enc, mode, fraction, seed, targs, runtime)
         results.add(run_key(name, mode, fraction, enc.name if enc else "-", seed), {**result, "settings": settings})
     write_reports(tasks, results.runs, arms, args, keys, out)
     return results.runs

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from eval3d import data
+from eval3d.runtime import CPU
 from shared.demo import CHANCE_AUROC, local_mean_features, raw_features, raw_segmentation
 from shared.genesis.finetune import roc_auc
 from shared.losses import dice_coef_loss
@@ -51,11 +52,16 @@ class CubeTask(Task):
         return data.to_tensor(data.cubes_for(arch, split.train_x[pick])), torch.as_tensor(split.train_y[pick])
 
     @torch.no_grad()
-    def predict(self, model, x, arch, batch_size):
-        """Logits of every test cube, in fixed batches (UNet3D's BatchNorm uses the batch's statistics)."""
+    def predict(self, model, x, arch, batch_size, runtime=CPU):
+        """fp32 logits of every test cube on the CPU, in fixed batches (UNet3D's BatchNorm uses the batch's
+        statistics)."""
         model.eval()
-        return torch.cat([model(data.to_tensor(data.cubes_for(arch, x[i:i + batch_size])))
-                          for i in range(0, len(x), batch_size)])
+        out = []
+        for i in range(0, len(x), batch_size):
+            with runtime.autocast():
+                logits = model(runtime.put(data.to_tensor(data.cubes_for(arch, x[i:i + batch_size]))))
+            out.append(logits.float())
+        return torch.cat(out).cpu()
 
 
 class NCC(CubeTask):
@@ -73,8 +79,8 @@ class NCC(CubeTask):
     def loss(self, logits, y):
         return F.binary_cross_entropy_with_logits(logits[:, 0].float(), y.float())
 
-    def evaluate(self, model, split, arch, args):
-        logits = self.predict(model, split.test_x, arch, args.batch_size)
+    def evaluate(self, model, split, arch, args, runtime=CPU):
+        logits = self.predict(model, split.test_x, arch, args.batch_size, runtime)
         return {"AUC": roc_auc(logits[:, 0].numpy(), split.test_y)}
 
     def raw(self, split, idx, seed):
@@ -114,8 +120,8 @@ class NCS(CubeTask):
     def loss(self, logits, y):
         return dice_coef_loss(y.float(), torch.sigmoid(logits[:, 0].float()))
 
-    def evaluate(self, model, split, arch, args):
-        logits = self.predict(model, split.test_x, arch, args.batch_size)
+    def evaluate(self, model, split, arch, args, runtime=CPU):
+        logits = self.predict(model, split.test_x, arch, args.batch_size, runtime)
         return mask_scores(logits[:, 0] > 0, split.test_y)
 
     def raw(self, split, idx, seed):
@@ -166,15 +172,20 @@ class BTCV(Task):
         return data.to_tensor(np.stack(xs)), torch.as_tensor(np.stack(ys))
 
     @torch.no_grad()
-    def evaluate(self, model, split, arch, args):
+    def evaluate(self, model, split, arch, args, runtime=CPU):
+        """Whole test volumes on the device: windows and the fp32 sum of their logits stay there (sw_device,
+        device); only the argmax comes back."""
         from monai.inferers import sliding_window_inference
 
         model.eval()
         per_case = []
         for volume, label in zip(split.test_x, split.test_y):
-            x = data.to_tensor(data.window(volume, arch)[None])
-            logits = sliding_window_inference(x, tuple(args.roi), args.sw_batch_size, model, overlap=args.overlap)
-            per_case.append(np.nanmean(organ_dice(logits.argmax(1)[0].numpy(), label)))
+            x = runtime.put(data.to_tensor(data.window(volume, arch)[None]))
+            with runtime.autocast():
+                logits = sliding_window_inference(x, tuple(args.roi), args.sw_batch_size, model,
+                                                  overlap=args.overlap, sw_device=runtime.device,
+                                                  device=runtime.device)
+            per_case.append(np.nanmean(organ_dice(logits.argmax(1)[0].cpu().numpy(), label)))
         return {"mean Dice": float(np.mean(per_case))}
 
     def raw(self, split, idx, seed, per_class=2000):

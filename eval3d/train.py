@@ -13,6 +13,7 @@ import torch
 from eval3d.data import fraction_indices
 from eval3d.encoders import load_encoder, seed_network
 from eval3d.models import TaskNet
+from eval3d.runtime import CPU
 
 OPTIMIZERS = {"sgd": lambda p, lr: torch.optim.SGD(p, lr, momentum=0.9),
               "adam": lambda p, lr: torch.optim.Adam(p, lr),
@@ -27,31 +28,37 @@ def build(task, encoder, mode, seed):
     return model, report
 
 
-def run_one(task, split, encoder, mode, fraction, seed, args):
-    """Train and score one arm; returns {metric: score, ..., n_train, n_test, seconds, matched}."""
+def run_one(task, split, encoder, mode, fraction, seed, args, runtime=CPU):
+    """Train and score one arm on runtime's device and precision; returns {metric: score, ..., n_train,
+    n_test, seconds, matched, device, amp}. The network is built and seeded on the CPU, then moved, so an arm
+    starts from the same weights on any device."""
     start = time.time()
     idx = fraction_indices(task.positive(split), fraction, seed)
     model, report = build(task, encoder, mode, seed)
+    model.to(runtime.device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = OPTIMIZERS[args.optimizer](params, args.lr)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     model.train()
-    losses = []
+    loss = None
     for _ in range(args.steps):
         x, y = task.batch(split, idx, encoder.arch, rng, args.batch_size, args)
-        loss = task.loss(model(x), y)
+        x, y = runtime.put(x), runtime.put(y)
+        with runtime.autocast():
+            logits = model(x)
+        loss = task.loss(logits, y)  # fp32: the tasks' losses cast the logits
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss.detach()))
-    scores = task.evaluate(model, split, encoder.arch, args)
-    return {**scores, "n_train": int(len(idx)), "n_test": len(split.test_x),
-            "final_loss": losses[-1] if losses else None, "seconds": round(time.time() - start, 2),
+    final_loss = float(loss.detach()) if loss is not None else None  # read once: a read per step would wait on the GPU
+    scores = task.evaluate(model, split, encoder.arch, args, runtime)
+    return {**scores, "n_train": int(len(idx)), "n_test": len(split.test_x), "final_loss": final_loss,
+            "seconds": round(time.time() - start, 2), **runtime.record(),
             "matched": f"{len(report.matched)}/{len(report.matched) + len(report.missing)}" if report else None}
 
 
 def run_baseline(task, split, fraction, seed):
-    """The raw-input baseline on the same training items as the arms of this fraction and seed."""
+    """The raw-input baseline on the same training items as the arms of this fraction and seed (sklearn, CPU)."""
     idx = fraction_indices(task.positive(split), fraction, seed)
-    return {**task.raw(split, idx, seed), "n_train": int(len(idx)), "n_test": len(split.test_x)}
+    return {**task.raw(split, idx, seed), "n_train": int(len(idx)), "n_test": len(split.test_x), **CPU.record()}

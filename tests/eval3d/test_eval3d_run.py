@@ -116,3 +116,19 @@ def test_make_eval3d_on_sample_data(tmp_path):
     assert "no semantic_genesis demo checkpoint" in done.stdout
     for task in ("ncc", "ncs", "btcv"):
         assert (tmp_path / "eval3d" / f"{task}_label_efficiency.png").is_file()
+
+
+def test_runtime_defaults_and_the_resume_key(monkeypatch):
+    """cpu/fp32 without a GPU; --device cuda without one is refused; bf16 (not fp32, not the device) is keyed."""
+    from eval3d.runtime import Runtime
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    runtime = Runtime.from_flags()
+    assert (runtime.device, runtime.amp) == (torch.device("cpu"), "none")
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        Runtime.from_flags("cuda")
+    arm = random_arm("unet3d", {"width": 2})
+    plain = eval3d_run.arm_settings({"steps": 1}, arm, runtime)
+    assert plain == {"steps": 1, "encoder": eval3d_run.describe(arm)}  # fp32 results from before --amp still match
+    bf16 = eval3d_run.arm_settings({"steps": 1}, arm, Runtime.from_flags("cpu", "bf16"))
+    assert bf16 == {**plain, "amp": "bf16"}

@@ -15,7 +15,8 @@ Inside the context:
   mix, as on CUDA. torch.Generator(device='cuda') is a generator that ops check the device of.
 - torch.save writes CudaTensors as CPU tensors (weights_only-loadable; the real one keeps the device tag), and
   torch.load with a map_location naming cuda puts the loaded tensors on the fake device, as the real one does.
-- DataLoader(pin_memory=True) pins nothing (there is no page-locked memory to ask for).
+- DataLoader(pin_memory=True) and Tensor.pin_memory() pin nothing (there is no page-locked memory to ask
+  for): the tensor itself comes back.
 
 Limits: the C++ core takes a CudaTensor for a CPU tensor (the autograd engine would otherwise ask the CUDA
 driver for streams), so autocast('cuda') is accepted but computes in fp32, cuDNN kernels are off, and a
@@ -427,6 +428,10 @@ def _pin_nothing(data, device=None):
     return data
 
 
+def _pin_tensor_nothing(tensor, *args, **kwargs):
+    return tensor
+
+
 @contextlib.contextmanager
 def _monai_plain_on_cuda():
     """MONAI's MetaTensor cannot take a CudaTensor in (a tensor has one Python type): one made from a CudaTensor
@@ -478,6 +483,7 @@ def fake_cuda(device_count=1):
             stack.enter_context(mock.patch(where, functools.partial(_cpu_set_rng_state, torch.random.set_rng_state)))
         stack.enter_context(mock.patch("torch.load", functools.partial(_load_onto_fake, torch.load)))
         stack.enter_context(mock.patch("torch.utils.data._utils.pin_memory.pin_memory", _pin_nothing))
+        stack.enter_context(mock.patch.object(torch.Tensor, "pin_memory", _pin_tensor_nothing))
         stack.enter_context(_cudnn_kernels_off())
         stack.enter_context(_monai_plain_on_cuda())
         stack.enter_context(_CudaMode())
