@@ -19,6 +19,14 @@ def train_step(model, net, batch, optimizer, scheduler, scaler, device, amp, amp
     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
         intra, inter, reg, _ = net(img, crops, labels, step=step)
         loss = intra + inter + reg  # float64: intra follows the float64 labels, as in the original
+    loss = optimize(loss, model, optimizer, scheduler, scaler, grad_clip, max_grad_norm, step, watch)
+    return {"loss": loss.detach(), "intra": intra.detach(), "inter": inter.detach(), "reg": reg.detach()}
+
+
+def optimize(loss, model, optimizer, scheduler, scaler, grad_clip, max_grad_norm, step, watch):
+    """The backward half of a v2 (and omni) step: NaN injection for the fault tests, the LossWatch report,
+    (scaled) backward, optional clipping, optimiser and schedule steps. Returns the loss as reported (NaN
+    where a fault test injected it)."""
     loss = inject_nan(loss, step)
     if watch is not None:  # on a CPU it stops here, before NaN reaches the weights (or the EMA teacher)
         watch.observe(loss, step)
@@ -30,4 +38,4 @@ def train_step(model, net, batch, optimizer, scheduler, scaler, device, amp, amp
     scaler.update()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return {"loss": loss.detach(), "intra": intra.detach(), "inter": inter.detach(), "reg": reg.detach()}
+    return loss

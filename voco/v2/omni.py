@@ -21,9 +21,9 @@ import torch
 from monai.losses import DiceCELoss
 
 from shared.checkpoint import save_atomic
-from shared.guards import inject_nan
 from shared.weights import WeightLoadError, read_checkpoint
 from voco.data import flatten_batch
+from voco.v2.engine import optimize
 from voco.v2.loss import v2_losses
 from voco.v2.model import VoCoV2
 
@@ -122,16 +122,6 @@ class OmniStep:
                     pseudo = teacher.segment(img).argmax(1, keepdim=True)  # the frozen model's labels of the crops
                 semi = dice_ce(semi_logits, pseudo)
             loss = intra + inter + reg + seg + semi
-        loss = inject_nan(loss, step)
-        if watch is not None:
-            watch.observe(loss, step)
-        scaler.scale(loss).backward()
-        if grad_clip:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_grad_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss = optimize(loss, model, optimizer, scheduler, scaler, grad_clip, max_grad_norm, step, watch)
         parts = {"loss": loss, "intra": intra, "inter": inter, "reg": reg, "seg": seg, "semi": semi}
         return {k: v.detach() for k, v in parts.items()}
