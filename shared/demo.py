@@ -422,13 +422,15 @@ def table_lines(rows):
 
 
 def facts_lines(rows):
-    """One line per method: data, pre-training (its number of seeds: ONE_PRETRAINING unless the row says),
+    """One line per method: data, pre-training (its number of seeds: ONE_PRETRAINING for a row with metrics
+    unless it says),
     which test items pre-training saw, wall time, note."""
     lines = ["| method | data | pre-training steps | final loss | pre-training seeds | seen in pre-training "
              "| wall time (s) | note |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        seeds = r.get("pretrain_seeds") or (ONE_PRETRAINING if r.get("metrics") else None)
         lines.append(f"| {r['method']} | {_fmt(r.get('data'))} | {_fmt(r.get('steps'))} | {_fmt(r.get('final_loss'))} "
-                     f"| {_fmt(r.get('pretrain_seeds') or ONE_PRETRAINING)} | {_fmt(r.get('seen'))} "
+                     f"| {_fmt(seeds)} | {_fmt(r.get('seen'))} "
                      f"| {_fmt(r.get('wall_time_s'), 1)} | {_fmt(r.get('note'))} |")
     return lines
 

@@ -226,13 +226,16 @@ def test_probe_over_seeds_finds_the_planted_signal_only_in_the_loaded_encoder():
 def test_runs_table_states_the_pretraining_seeds(tmp_path):
     from shared.demo import ONE_PRETRAINING
 
-    write_row("one", runs=tmp_path, data="d", wall_time_s=1.0)
-    write_row("three", runs=tmp_path, data="d", wall_time_s=1.0, pretrain_seeds="3 (0, 1, 2)")
+    scores = [metric("pretext", "MSE", [0, 1], [0.1, 0.2], [0.3, 0.4], lower_is_better=True)]
+    write_row("one", runs=tmp_path, data="d", wall_time_s=1.0, metrics=scores)
+    write_row("three", runs=tmp_path, data="d", wall_time_s=1.0, metrics=scores, pretrain_seeds="3 (0, 1, 2)")
+    write_row("none", runs=tmp_path, data="same engine", wall_time_s=0.0)  # runs nothing: no pre-training
     text = write_summary(tmp_path)
     runs = text.split("## Runs")[1]
     assert "| pre-training seeds |" in runs
     assert f"| {ONE_PRETRAINING} |" in next(line for line in runs.splitlines() if line.startswith("| one |"))
     assert "| 3 (0, 1, 2) |" in next(line for line in runs.splitlines() if line.startswith("| three |"))
+    assert ONE_PRETRAINING not in next(line for line in runs.splitlines() if line.startswith("| none |"))
     assert "spread between pre-training seeds is not in the intervals" in text
 
 
