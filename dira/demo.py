@@ -1,9 +1,10 @@
-"""`make demo-dira`: a short `dir` then `dira` pre-training on the sample X-rays, then, for each of --seeds seeds,
-the frozen-feature probe (dira/probe.py's ChestX-ray14 finding labels, a seeded 70/30 split, mean per-label linear
-AUROC of the pooled layer4 features) and lung segmentation fine-tuned from those weights and from random init
-(the seed fixes the random init and the batch order of both); writes runs/demo/dira/row.json.
+"""`make demo-dira`: a short `dir` then `dira` pre-training on the sample X-rays; the pretext on the held-out
+test list; the frozen-feature probe (any finding vs none on all 96 images, patient-grouped 5-fold x 10, pooled
+layer4 features); and lung segmentation fine-tuned on 40 % of the training masks (--ft_anno_percent) at two
+budgets from those weights, from random init and from the pre-trained encoder alone, for --seeds seeds (the seed
+fixes the random init and the batch order of every arm); writes runs/demo/dira/row.json.
 
-Tiny settings so it runs in about two minutes on a laptop CPU: ResNet-18 U-Net, 64x64 crops, batch 8,
+Tiny settings so it runs in about three minutes of one CPU core: ResNet-18 U-Net, 64x64 crops, batch 8,
 a queue of 16 keys. The numbers show the pipeline works end to end, not the paper's results.
 """
 
