@@ -4,7 +4,7 @@ layer4 features); and lung segmentation fine-tuned on 40 % of the training masks
 budgets from those weights, from random init and from the pre-trained encoder alone, for --seeds seeds (the seed
 fixes the random init and the batch order of every arm); writes runs/demo/dira/row.json.
 
-Tiny settings so it takes about four minutes of one CPU core (228 s measured under load): ResNet-18 U-Net,
+Tiny settings so it takes about four minutes of one CPU core (205 s of CPU measured): ResNet-18 U-Net,
 64x64 crops, batch 8, a queue of 16 keys. The numbers show the pipeline works end to end, not the paper's results.
 """
 
