@@ -26,7 +26,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-ROW_FIELDS = ("method", "data", "steps", "final_loss", "metrics", "wall_time_s", "loss_csv", "note", "seen")
+ROW_FIELDS = ("method", "data", "steps", "final_loss", "metrics", "wall_time_s", "loss_csv", "note", "seen",
+              "pretrain_seeds")
+# A row that does not say otherwise comes from one pre-training run: its intervals are over downstream seeds
+# or folds only, and how much a second pre-training seed would move the scores is not measured.
+ONE_PRETRAINING = "1 (spread not measured)"
 METRIC_FIELDS = ("kind", "name", "seeds", "pretrained", "random")
 OPTIONAL_METRIC_FIELDS = ("trivial", "raw", "lower_is_better", "test_train_ratio", "short")
 KINDS = ("pretext", "probe", "fine-tune")
@@ -45,7 +49,10 @@ fold by fold; reversed for a lower-is-better metric); A *beats* B when the inter
 - **no gain**: anything else (pre-trained level with or below random init, or a row without baselines).
 
 A pretext row (the pre-training task on held-out data) compares pre-trained and random init only: gain when
-pre-trained beats random init."""
+pre-trained beats random init.
+
+Every interval is over downstream seeds or folds of the pre-training runs in the Runs table's "pre-training
+seeds" column (one run unless it says more): the spread between pre-training seeds is not in the intervals."""
 
 
 def make_deterministic(seed=0, threads=None):
@@ -267,7 +274,8 @@ def voxel_segmentation(train_features, train_y, test_features, score, seed=0, ma
 
 
 def probe_over_seeds(probe_set, build_encoder, load_weights, seeds, feature_fn=None, key="probe_linear_auroc",
-                     resplit=True, batch_size=32, raw_pool=4, groups=None, folds=5, repeats=10, random_inits=None):
+                     resplit=True, batch_size=32, raw_pool=4, groups=None, folds=5, repeats=10, random_inits=None,
+                     raw_fn=None):
     """Frozen-probe scores (shared.probe) of a pre-trained and a random-init encoder, with the baselines.
 
     The pre-trained encoder is an encoder after `load_weights(encoder)` (its features are taken once); a
@@ -280,7 +288,8 @@ def probe_over_seeds(probe_set, build_encoder, load_weights, seeds, feature_fn=N
     - otherwise one score per seed s: with `resplit` a fresh stratified 70/30 split seeded with s (sample
       level), without it the set's own split.
     Beside both arms: the trivial score (chance AUROC 0.5) and the raw-input score (the same logistic probe
-    on the inputs average-pooled to `raw_pool` per spatial dim). Returns {"pretrained", "random", "trivial",
+    on the inputs average-pooled to `raw_pool` per spatial dim, or on `raw_fn(inputs)`, an (N, D) array, when
+    given). Returns {"pretrained", "random", "trivial",
     "raw": [...], "seeds": [...], "test_train_ratio": float or None, "all": [per seed or fold scores]}."""
     import numpy as np
     import torch
@@ -300,7 +309,7 @@ def probe_over_seeds(probe_set, build_encoder, load_weights, seeds, feature_fn=N
     torch.manual_seed(seeds[0])
     encoder = build_encoder()
     load_weights(encoder)
-    found = {"pretrained": features(encoder), "raw": raw_features(x, raw_pool)}
+    found = {"pretrained": features(encoder), "raw": raw_fn(x) if raw_fn else raw_features(x, raw_pool)}
     if groups is not None:
         if len(groups) != len(y):
             raise ValueError(f"{len(groups)} groups for {len(y)} probe samples")
@@ -423,12 +432,16 @@ def table_lines(rows):
 
 
 def facts_lines(rows):
-    """One line per method: data, pre-training, which test items pre-training saw, wall time, note."""
-    lines = ["| method | data | pre-training steps | final loss | seen in pre-training | wall time (s) | note |",
-             "|---|---|---|---|---|---|---|"]
+    """One line per method: data, pre-training (its number of seeds: ONE_PRETRAINING for a row with metrics
+    unless it says),
+    which test items pre-training saw, wall time, note."""
+    lines = ["| method | data | pre-training steps | final loss | pre-training seeds | seen in pre-training "
+             "| wall time (s) | note |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        seeds = r.get("pretrain_seeds") or (ONE_PRETRAINING if r.get("metrics") else None)
         lines.append(f"| {r['method']} | {_fmt(r.get('data'))} | {_fmt(r.get('steps'))} | {_fmt(r.get('final_loss'))} "
-                     f"| {_fmt(r.get('seen'))} | {_fmt(r.get('wall_time_s'), 1)} | {_fmt(r.get('note'))} |")
+                     f"| {_fmt(seeds)} | {_fmt(r.get('seen'))} "
+                     f"| {_fmt(r.get('wall_time_s'), 1)} | {_fmt(r.get('note'))} |")
     return lines
 
 

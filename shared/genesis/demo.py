@@ -12,11 +12,13 @@
    an empty cube scores 1 when nothing is predicted, so predicting nothing scores the share of empty cubes);
    baselines: predicting nothing, and a per-voxel logistic regression on raw intensities;
    `--task classification` runs nodule presence from the encoder (test AUC) instead;
-5. the frozen-feature probe (shared.genesis.probe: nodule vs non-nodule candidate cubes, split by patient with
-   the seed): linear-probe AUROC of the centre of the bottleneck of the pre-trained encoder and of a random
-   encoder (initialised with the seed), beside chance and the same probe on the raw cube's centre.
-Writes runs/demo/<method>/row.json through shared.demo.write_row (per-seed scores of both metrics; the table
-gives means, 95 % intervals and the paired difference), and the per-seed scores to seeds.json.
+5. the frozen-feature probe (shared.genesis.probe: nodule vs non-nodule candidate cubes of all scans,
+   patient-grouped 5-fold x 10, the Nadeau-Bengio corrected interval): linear-probe AUROC of the centre of the
+   bottleneck (where the nodule sits) of the pre-trained encoder and of a random encoder (one per repetition),
+   beside chance and the same probe on the raw cube's central voxels.
+Writes runs/demo/<method>/row.json through shared.demo.write_row (per-seed or per-fold scores; the table
+gives means, 95 % intervals and the paired difference), and the scores to seeds.json. One pre-training run
+(seed --seed): the intervals are over fine-tuning seeds and probe folds, not pre-training seeds.
 The same command gives the same numbers on the same machine: seeds everywhere, deterministic torch kernels,
 a fixed thread count (--threads).
 
@@ -60,6 +62,8 @@ def build_parser(method):
     p.add_argument("--task", default=TASK, choices=list(TASKS),
                    help="downstream task: nodule segmentation (U-Net, Dice) or nodule presence (encoder, AUC)")
     p.add_argument("--probe_neg_per_pos", type=int, default=3, help="non-nodule cubes per nodule in the probe set")
+    p.add_argument("--probe_folds", type=int, default=5, help="patient-grouped folds of the probe (all scans)")
+    p.add_argument("--probe_repeats", type=int, default=10, help="repetitions of the probe's grouped K-fold")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (fixed: the sums' order depends on it)")
     p.add_argument("--seed", type=int, default=0)
     return p
@@ -73,7 +77,7 @@ def _last_val_loss(csv_path):
 
 def run_demo(method, exp_name, pretrain_main, finetune_mains, argv=None):
     """finetune_mains: {task: the method's finetune_<task>.main}."""
-    from shared.demo import make_deterministic, write_row
+    from shared.demo import make_deterministic, probe_metric, write_row
     from shared.demo import metric as metric_row
     from shared.genesis.self_discovery.pipeline import run_self_discovery
     from shared.sample_data import generate
@@ -105,7 +109,7 @@ def run_demo(method, exp_name, pretrain_main, finetune_mains, argv=None):
     what, metric, task_flags = TASKS[args.task]
     scores = {"pretrained": [], "random": []}
     detail = {"dice_positive_pretrained": [], "dice_positive_random": [], "fp_rate_pretrained": [],
-              "fp_rate_random": []}
+              "fp_rate_random": [], "voxels_pretrained": [], "voxels_random": []}
     for seed in range(args.seed, args.seed + args.finetune_seeds):
         for name, extra in (("pretrained", ["--weights", str(weights)]), ("random", [])):
             result = finetune_main([
@@ -118,6 +122,7 @@ def run_demo(method, exp_name, pretrain_main, finetune_mains, argv=None):
             if "test_dice_positive" in result:
                 detail[f"dice_positive_{name}"].append(result["test_dice_positive"])
                 detail[f"fp_rate_{name}"].append(result["test_fp_rate_empty"])
+                detail[f"voxels_{name}"].append(result["test_voxels"])
         print(f"seed {seed}: {metric} pretrained {scores['pretrained'][-1]:.3f} random {scores['random'][-1]:.3f} "
               f"({time.time() - start:.0f}s)")
     seeds = list(range(args.seed, args.seed + args.finetune_seeds))
@@ -125,16 +130,19 @@ def run_demo(method, exp_name, pretrain_main, finetune_mains, argv=None):
     print(f"pretext on {pretext['n']} held-out cubes: restoration MSE pretrained {pretext['mse_pretrained']} random "
           f"{pretext['mse_random']}; class accuracy {pretext['acc_pretrained']} vs {pretext['acc_random']}")
     seen = seen_statement(luna, found["dataset"], seeds)
-    probe = probe_scores(luna, weights, args.width, seeds, args.probe_neg_per_pos)
-    print(f"probe (linear AUROC): pretrained {probe['pretrained']} random {probe['random']} "
-          f"({time.time() - start:.0f}s)")
+    probe = probe_scores(luna, weights, args.width, args.seed, args.probe_neg_per_pos, args.probe_folds,
+                         args.probe_repeats)
+    means = {k: f"{statistics.fmean(probe[k]):.3f}" for k in ("pretrained", "random", "raw")}
+    print(f"probe (linear AUROC) over {len(probe['seeds'])} folds: pretrained {means['pretrained']} random "
+          f"{means['random']} raw {means['raw']} ({time.time() - start:.0f}s)")
     downstream = finetune_metrics(args.task, what, metric, seeds, scores, detail, luna)
     (out / "seeds.json").write_text(json.dumps({"metric": metric, "task": args.task, "seeds": seeds, **scores,
                                                 **detail, "probe": probe, "pretext": pretext}, indent=2))
     wall = time.time() - start
     path = write_row(method, runs=args.runs, data=f"sample LUNA16 (16 scans), {what}",
                      steps=summary["steps"], final_loss=_last_val_loss(loss_csv), wall_time_s=round(wall, 1),
-                     loss_csv=str(loss_csv), seen=seen, metrics=[
+                     loss_csv=str(loss_csv), seen=seen, pretrain_seeds=f"1 (seed {args.seed}; spread not measured)",
+                     metrics=[
                          metric_row("pretext", f"{pretext['n']} held-out pattern cubes (validation patients), "
                                     "restoration MSE; trivial: the transformed cube as is", seeds,
                                     pretext["mse_pretrained"], pretext["mse_random"], trivial=pretext["mse_identity"],
@@ -142,9 +150,10 @@ def run_demo(method, exp_name, pretrain_main, finetune_mains, argv=None):
                          metric_row("pretext", f"the same cubes, {args.classes}-class pattern accuracy; trivial: "
                                     "the majority class", seeds, pretext["acc_pretrained"], pretext["acc_random"],
                                     trivial=pretext["acc_majority"]),
-                         metric_row("probe", "nodule vs non-nodule cubes, linear AUROC of the bottleneck's centre",
-                                    seeds, probe["pretrained"], probe["random"], trivial=probe["trivial"],
-                                    raw=probe["raw"]),
+                         probe_metric(f"nodule vs non-nodule cubes ({probe['positives']} of {probe['cubes']} "
+                                      f"nodules, {probe['scans']} scans), linear AUROC of the bottleneck's centre; "
+                                      f"raw: the central voxels; patient-grouped {args.probe_folds}-fold x "
+                                      f"{args.probe_repeats}", probe),
                          *downstream])
     mean = {k: statistics.fmean(v) for k, v in scores.items()}
     print(f"{method} demo: {metric} over {len(seeds)} seeds, pretrained {mean['pretrained']:.3f} vs random "
@@ -167,8 +176,13 @@ def finetune_metrics(task, what, metric, seeds, scores, detail, luna):
 
     def mean(values):
         return f"{statistics.fmean(values):.2f}"
+    def voxels(arm, kind):
+        return f"{statistics.fmean(v[kind] for v in detail[f'voxels_{arm}']):.0f}"
     fp = (f"false-positive rate on empty cubes: pre-trained {mean(detail['fp_rate_pretrained'])}, random "
-          f"{mean(detail['fp_rate_random'])}, raw {mean(base['raw_fp_rate'])}, trivial 0")
+          f"{mean(detail['fp_rate_random'])}, raw {mean(base['raw_fp_rate'])}, trivial 0; voxels predicted per "
+          f"empty cube: pre-trained {voxels('pretrained', 'predicted_empty')}, random "
+          f"{voxels('random', 'predicted_empty')}, per nodule cube {voxels('pretrained', 'predicted_positive')} "
+          f"and {voxels('random', 'predicted_positive')} for {voxels('pretrained', 'true_positive')} true")
     return [metric_row("fine-tune", f"{what}, voxel Dice on nodule cubes ({fp})", seeds,
                        detail["dice_positive_pretrained"], detail["dice_positive_random"],
                        trivial=base["trivial_dice_positive"], raw=base["raw_dice_positive"]),
@@ -189,19 +203,14 @@ def seen_statement(luna, dataset, seeds):
     with open(Path(dataset) / "volumes.csv", newline="") as f:
         split = {r["id"]: r["split"] for r in csv_module.DictReader(f)}
     trained = {uid for uid, s in split.items() if s == "train"}
-    counts = {"test": [], "val": []}
+    counts = []
     for seed in seeds:
         split_of = patient_splits(sorted(split), (0.6, 0.2, 0.2), np.random.default_rng(seed))
-        for part in counts:
-            held = {uid for uid, s in split_of.items() if s == part}
-            counts[part].append((len(held & trained), len(held)))
-
-    def said(pairs):
-        return ", ".join(f"{a} of {b}" for a, b in pairs)
-    probe = [(a + c, b + d) for (a, b), (c, d) in zip(counts["test"], counts["val"])]
+        held = {uid for uid, s in split_of.items() if s == "test"}
+        counts.append((len(held & trained), len(held)))
     return (f"self-discovery read all {len(split)} scans; pre-training cubes came from {len(trained)} of them; "
-            f"among those, per seed: fine-tune test scans {said(counts['test'])}, probe test scans (val + test) "
-            f"{said(probe)}")
+            f"among those, per seed: fine-tune test scans {', '.join(f'{a} of {b}' for a, b in counts)}; the "
+            f"probe's K-fold test folds cover all {len(split)} scans, {len(trained)} of them pre-trained on")
 
 
 def pretext_scores(pattern_dir, weights, width, classes, seeds, batch_size=8):
@@ -248,49 +257,48 @@ def pretext_scores(pattern_dir, weights, width, classes, seeds, batch_size=8):
 
 
 def centre(feature_map, keep=0.5):
-    """The central `keep` fraction (at least one voxel) of every spatial side of a (B, C, X, Y, Z) map: the
-    candidate sits at the cube's centre, so its features do too (the whole-cube pool dilutes a nodule of a few
-    voxels in the surrounding lung)."""
+    """The central `keep` fraction of every spatial side of a (B, C, X, Y, Z) map, symmetric about the side's
+    middle (one extra cell where the counts' parities differ, so a side of 2 keeps both cells): the candidate,
+    and so the nodule, sits at voxel s // 2 of every side s of its cube, which in the 8x-downsampled bottleneck
+    is the corner its central cells share (a whole-cube pool dilutes a nodule of a few voxels in the lung)."""
     slices = [slice(None), slice(None)]
     for side in feature_map.shape[2:]:
         n = max(1, round(side * keep))
+        n += (side - n) % 2
         slices.append(slice((side - n) // 2, (side - n) // 2 + n))
     return feature_map[tuple(slices)]
 
 
-def probe_scores(luna, weights, width, seeds, neg_per_pos):
-    """Per seed: linear-probe AUROC of the centre of the bottleneck (see `centre`) of the pre-trained encoder
-    and of a random one initialised with the seed (the probe set's patient split follows the seed too), k-NN
-    AUROC alongside; the baselines: chance (0.5) and the same probe on the raw cube's central quarter per side
-    average-pooled to 2 x 2 x 2 (of the raw variants tried on the sample, the strongest: whole-cube pools to 2^3
-    or 4^3 score below chance)."""
-    import torch
+def centre_raw_features(x):
+    """The raw-input probe baseline: the cube's central quarter per side average-pooled to 2 x 2 x 2 (of the raw
+    variants tried on the sample, the strongest: whole-cube pools to 2^3 or 4^3 score below chance)."""
+    from shared.demo import raw_features
 
-    from shared.demo import CHANCE_AUROC, raw_features
-    from shared.genesis.probe import Encoder3D, nodule_probe_set
-    from shared.probe import probe_scores as score_features
+    return raw_features(centre(x, 0.25), 2)
+
+
+def probe_scores(luna, weights, width, seed, neg_per_pos, folds=5, repeats=10):
+    """Linear-probe AUROC of the centre of the bottleneck (see `centre`) of the pre-trained encoder and of a
+    random one, beside chance (0.5) and the raw centre voxels (centre_raw_features), by patient-grouped K-fold
+    over the cubes of all scans (`folds` x `repeats`, a fresh random encoder per repetition; shared.demo.
+    probe_over_seeds): scores per fold, with the ratio for the corrected interval."""
+    import numpy as np
+
+    from shared.demo import probe_over_seeds
+    from shared.genesis.probe import Encoder3D, grouped_nodule_probe_set
     from shared.weights import load_pretrained
 
-    out = {"pretrained": [], "random": [], "knn_pretrained": [], "knn_random": [], "raw": [], "trivial": []}
-    for seed in seeds:
-        probe_set = nodule_probe_set(luna, CUBE, neg_per_pos=neg_per_pos, seed=seed)
-        torch.manual_seed(seed)
-        encoder = Encoder3D(width)
+    probe_set, groups = grouped_nodule_probe_set(luna, CUBE, neg_per_pos=neg_per_pos, seed=seed)
 
-        def centre_features(x, encoder=encoder):
-            return centre(encoder(x))
-        random_scores = probe_set.evaluate(centre_features, seed=seed, model=encoder)
-        load_pretrained(encoder, weights, verbose=False)
-        pretrained_scores = probe_set.evaluate(centre_features, seed=seed, model=encoder)
-        for name, scores in (("pretrained", pretrained_scores), ("random", random_scores)):
-            out[name].append(scores["probe_linear_auroc"])
-            out[f"knn_{name}"].append(scores["probe_knn_auroc"])
-        raw = score_features(raw_features(centre(probe_set.train_x, 0.25), 2), probe_set.train_y,
-                             raw_features(centre(probe_set.test_x, 0.25), 2), probe_set.test_y, seed=seed)
-        out["raw"].append(float(raw["linear_auroc"]))
-        out["trivial"].append(CHANCE_AUROC)
-    return out
-
+    def centre_features(encoder):
+        return lambda x: centre(encoder(x))
+    found = probe_over_seeds(probe_set, lambda: Encoder3D(width),
+                             lambda encoder: load_pretrained(encoder, weights, verbose=False), [seed],
+                             feature_fn=centre_features, groups=groups, folds=folds, repeats=repeats,
+                             raw_fn=centre_raw_features)
+    y = np.concatenate([probe_set.train_y, probe_set.test_y])
+    found["cubes"], found["positives"], found["scans"] = len(y), int(y.sum()), len(set(groups))
+    return found
 
 
 def segmentation_baselines(luna, seeds):

@@ -117,12 +117,13 @@ def patient_splits(series, splits, rng):
 
 
 def luna16_nodule_cubes(root, size=(64, 64, 32), neg_per_pos=1, splits=(0.6, 0.2, 0.2), seed=0,
-                        masks=False):
+                        masks=False, with_series=False):
     """{split: (x, y)} nodule-presence cubes cut from a LUNA16 tree, split by patient.
 
     Positives: every candidates.csv row of class 1; negatives: `neg_per_pos` class-0 candidates per
     positive (at least one per scan). With `masks`, y is the N x X x Y x Z sphere mask of every
-    annotations.csv nodule inside the cube (the segmentation target) instead of the class.
+    annotations.csv nodule inside the cube (the segmentation target) instead of the class. With
+    `with_series`, each split is (x, y, series uid of every cube): the patient groups of a grouped K-fold.
     """
     import SimpleITK as sitk
 
@@ -137,7 +138,7 @@ def luna16_nodule_cubes(root, size=(64, 64, 32), neg_per_pos=1, splits=(0.6, 0.2
     rng = np.random.default_rng(seed)
     series = sorted(files)
     split_of = patient_splits(series, splits, rng)  # the same rng then draws the negatives
-    out = {s: ([], []) for s in SPLITS}
+    out = {s: ([], [], []) for s in SPLITS}
     skipped = []
     for uid in tqdm(series, desc="LUNA16 nodule cubes", leave=False):
         rows = [r for r in candidates if r["seriesuid"] == uid]
@@ -179,13 +180,14 @@ def luna16_nodule_cubes(root, size=(64, 64, 32), neg_per_pos=1, splits=(0.6, 0.2
                 label = int(float(r["class"]))
             out[split_of[uid]][0].append(cube)
             out[split_of[uid]][1].append(label)
+            out[split_of[uid]][2].append(uid)
     if skipped:
         print(f"LUNA16 nodule cubes: skipped {len(skipped)} of {len(series)} scans: {', '.join(skipped)}")
     result = {}
-    for s, (xs, ys) in out.items():
+    for s, (xs, ys, uids) in out.items():
         if not xs:
             raise ValueError(f"{root}: no cubes for the {s} split ({len(series)} scans); use more scans")
-        result[s] = (np.stack(xs), np.asarray(ys, dtype=np.float32))
+        result[s] = (np.stack(xs), np.asarray(ys, dtype=np.float32)) + ((np.asarray(uids),) if with_series else ())
     return result
 
 
@@ -315,6 +317,20 @@ def positive_dice_and_empty_fp(pred, target):
         dice = float("nan")
     fp = float((pred[~positive].sum(1) > 0).float().mean()) if (~positive).any() else float("nan")
     return dice, fp
+
+
+@torch.no_grad()
+def predicted_and_true_voxels(pred, target):
+    """Mean voxels per cube: {"predicted_empty", "predicted_positive", "true_positive"} (empty: cubes without a
+    nodule; positive: cubes with one): whether false positives on empty cubes are a few stray voxels or a
+    model that paints every cube (NaN where a kind of cube is missing)."""
+    pred, target = torch.as_tensor(pred).flatten(1).float(), torch.as_tensor(target).flatten(1).float()
+    positive = target.sum(1) > 0
+
+    def mean(values):
+        return float(values.mean()) if len(values) else float("nan")
+    return {"predicted_empty": mean(pred[~positive].sum(1)), "predicted_positive": mean(pred[positive].sum(1)),
+            "true_positive": mean(target[positive].sum(1))}
 
 
 @torch.no_grad()
@@ -485,8 +501,9 @@ def _run(args, task, info, amp):
         print(f"test: loss {test_loss:.4f} {metric_name} {test_metric:.4f}")
     result = {"val_loss": best, "test_loss": test_loss, "test_metric": test_metric, "metric": metric_name}
     if task == "segmentation":
-        result["test_dice_positive"], result["test_fp_rate_empty"] = positive_dice_and_empty_fp(
-            *predict_masks(model, loaders["test"], device, amp))
+        pred, target = predict_masks(model, loaders["test"], device, amp)
+        result["test_dice_positive"], result["test_fp_rate_empty"] = positive_dice_and_empty_fp(pred, target)
+        result["test_voxels"] = predicted_and_true_voxels(pred, target)
     return result
 
 

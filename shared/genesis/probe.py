@@ -54,6 +54,21 @@ def nodule_probe_set(root, size=(64, 64, 32), neg_per_pos=3, seed=0, max_per_spl
     return ProbeSet(train_x, train_y, test_x, test_y, name="luna16 nodule vs non-nodule")
 
 
+def grouped_nodule_probe_set(root, size=(64, 64, 32), neg_per_pos=3, seed=0):
+    """(ProbeSet, patient of every cube): the cubes of nodule_probe_set from every scan, with the series uid
+    of each (train then test cubes), for a patient-grouped K-fold over all scans instead of one split."""
+    from shared.genesis.finetune import luna16_nodule_cubes
+
+    splits = luna16_nodule_cubes(root, size=tuple(size), neg_per_pos=neg_per_pos, seed=seed, with_series=True)
+
+    def tensors(x):
+        return torch.from_numpy(np.ascontiguousarray(x[:, None], dtype=np.float32))
+    test = [np.concatenate([splits["val"][i], splits["test"][i]]) for i in range(3)]
+    probe_set = ProbeSet(tensors(splits["train"][0]), splits["train"][1].astype(np.int64), tensors(test[0]),
+                         test[1].astype(np.int64), name="luna16 nodule vs non-nodule, all scans")
+    return probe_set, np.concatenate([splits["train"][2], test[2]])
+
+
 # ------------------------------------------------------------------------------------------ online
 
 def add_probe_args(parser):

@@ -22,6 +22,8 @@ def test_demo_row_is_the_same_when_run_twice(dira_sample, tmp_path):
     assert finetune["short"]["budget"] == "1 epochs" and "2 epochs" in finetune["name"]
     assert finetune["trivial"] == [0.0, 0.0] and len(finetune["raw"]) == 2
     assert first["data"].endswith("16 training X-rays") and first["steps"] > 0
+    assert "6 of the 16 training masks (--anno_percent 40)" in finetune["name"]  # the label fraction, said
+    assert "57 of 96 images positive" in probe["name"] and first["pretrain_seeds"].startswith("1 ")
     assert "0 of 27 trained on" in first["seen"]
     assert "encoder only" in encoder_only["name"] and encoder_only["random"] == finetune["short"]["random"]
     assert encoder_only["pretrained"] != finetune["short"]["pretrained"]  # the decoder's weights matter

@@ -216,6 +216,27 @@ def test_probe_over_seeds_finds_the_planted_signal_only_in_the_loaded_encoder():
     assert folds["seeds"][:2] == ["r0f0", "r0f1"] and len(folds["seeds"]) == 10
     assert folds["test_train_ratio"] == pytest.approx(0.25, abs=0.05)
     assert all(v > 0.95 for v in folds["pretrained"])
+    # raw_fn replaces the pooled raw inputs: a raw baseline that sees only noise channels scores near chance
+    noise_only = probe_over_seeds(probe_set, lambda: torch.nn.Sequential(torch.nn.Flatten(), build()),
+                                  lambda net: load(net[1]), [0, 1, 2], raw_pool=1,
+                                  raw_fn=lambda inputs: inputs[:, 1:, 0].numpy())
+    assert np.mean(noise_only["raw"]) < 0.75 and noise_only["pretrained"] == found["pretrained"]
+
+
+def test_runs_table_states_the_pretraining_seeds(tmp_path):
+    from shared.demo import ONE_PRETRAINING
+
+    scores = [metric("pretext", "MSE", [0, 1], [0.1, 0.2], [0.3, 0.4], lower_is_better=True)]
+    write_row("one", runs=tmp_path, data="d", wall_time_s=1.0, metrics=scores)
+    write_row("three", runs=tmp_path, data="d", wall_time_s=1.0, metrics=scores, pretrain_seeds="3 (0, 1, 2)")
+    write_row("none", runs=tmp_path, data="same engine", wall_time_s=0.0)  # runs nothing: no pre-training
+    text = write_summary(tmp_path)
+    runs = text.split("## Runs")[1]
+    assert "| pre-training seeds |" in runs
+    assert f"| {ONE_PRETRAINING} |" in next(line for line in runs.splitlines() if line.startswith("| one |"))
+    assert "| 3 (0, 1, 2) |" in next(line for line in runs.splitlines() if line.startswith("| three |"))
+    assert ONE_PRETRAINING not in next(line for line in runs.splitlines() if line.startswith("| none |"))
+    assert "spread between pre-training seeds is not in the intervals" in text
 
 
 def test_raw_segmentation_finds_a_bright_blob_from_raw_values_alone():
