@@ -8,7 +8,8 @@ from semantic_genesis import demo
 
 def test_demo_writes_its_row_and_per_seed_scores(sample_data, tmp_path):
     demo.main(["--sample", str(sample_data), "--runs", str(tmp_path), "--pretrain_epochs", "1",
-               "--finetune_epochs", "1", "--finetune_seeds", "1", "--probe_repeats", "2"])
+               "--finetune_epochs", "1", "--finetune_seeds", "1", "--probe_repeats", "2",
+               "--threads", "1"])  # one thread: two test workers share two cores
     row = json.loads((tmp_path / "demo" / "semantic_genesis" / "row.json").read_text())
     mse, accuracy, probe, voxel_dice, cube_dice = row["metrics"]
     assert mse["kind"] == accuracy["kind"] == "pretext" and mse["lower_is_better"] and len(mse["trivial"]) == 1
