@@ -42,15 +42,22 @@ def peak_gib(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
+def bench_optimizer(model, device, amp_dtype):
+    """The original's optimiser (AdamW 1e-4, amsgrad) at a constant LR, and AMP on CUDA only:
+    (optimizer, scheduler, scaler, amp) for a timed training step."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, amsgrad=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=amp and amp_dtype == torch.float16)
+    return opt, sched, scaler, amp
+
+
 def bench_pretrain(cfg, device, steps, amp_dtype, use_checkpoint, sdpa=False):
     torch.manual_seed(0)
     model = VoCo(feature_size=cfg["feature_size"], hidden_dim=cfg["hidden"], out_dim=cfg["hidden"],
                  window_size=cfg["window_size"], use_checkpoint=use_checkpoint,
                  use_flash_attention=sdpa).to(device)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, amsgrad=True)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=amp and amp_dtype == torch.float16)
+    opt, sched, scaler, amp = bench_optimizer(model, device, amp_dtype)
     b, s, k, r = cfg["batch"], cfg["sw"], cfg["grid"] ** 2, cfg["roi"]
     labels = torch.softmax(torch.randn(b, s, k), -1).double()
     batch = {"image": torch.rand(b, s, 1, r, r, r), "crops": torch.rand(b, k, 1, r, r, r), "labels": labels}
@@ -154,10 +161,7 @@ def bench_loop(cfg, device, crops_on, amp_dtype, steps, workers, n_volumes=8):
     torch.manual_seed(0)
     model = VoCo(feature_size=cfg["feature_size"], hidden_dim=cfg["hidden"], out_dim=cfg["hidden"],
                  window_size=cfg["window_size"], use_checkpoint=True).to(device)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, amsgrad=True)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=amp and amp_dtype == torch.float16)
+    opt, sched, scaler, amp = bench_optimizer(model, device, amp_dtype)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     wait, it = 0.0, iter(loader)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from shared.bench import device_name, record
+from voco.bench import bench_optimizer
 from voco.v2.engine import train_step
 from voco.v2.loss import v2_losses, v2_losses_loop
 from voco.v2.model import VoCoV2
@@ -51,10 +52,7 @@ def time_step(cfg, device, steps, amp_dtype=torch.float16, use_checkpoint=True):
     torch.manual_seed(0)
     model = VoCoV2(feature_size=cfg["feature_size"], hidden_dim=cfg["hidden"], out_dim=cfg["hidden"],
                    window_size=cfg["window_size"], use_checkpoint=use_checkpoint).to(device)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, amsgrad=True)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=amp and amp_dtype == torch.float16)
+    opt, sched, scaler, amp = bench_optimizer(model, device, amp_dtype)
     b, s, k = cfg["batch"], cfg["sw"], cfg["grid"] ** 2
     batch = {"image": torch.rand(b, s, 1, 64, 64, 64), "crops": torch.rand(b, k, 1, 64, 64, 64),
              "labels": torch.softmax(torch.randn(b, s, k), -1).double()}
