@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from eval3d import data
 from eval3d.runtime import CPU
 from shared.demo import CHANCE_AUROC, local_mean_features, raw_features, raw_segmentation
-from shared.genesis.finetune import roc_auc
+from shared.genesis.finetune import mask_scores, roc_auc
 from shared.losses import dice_coef_loss
 
 BTCV_ORGANS = 13
@@ -89,18 +89,6 @@ class NCC(CubeTask):
         train, test = raw_features(data.to_tensor(split.train_x[idx]), 4), raw_features(data.to_tensor(split.test_x), 4)
         return {"AUC": float(probe_scores(train, split.train_y[idx].astype(int), test, split.test_y.astype(int),
                                           seed=seed)["linear_auroc"])}
-
-
-def mask_scores(pred, target):
-    """Pooled voxel Dice and IoU over the cubes that hold a nodule; false-positive rate on the empty ones."""
-    pred, target = torch.as_tensor(pred).flatten(1).float(), torch.as_tensor(target).flatten(1).float()
-    positive = target.sum(1) > 0
-    p, t = pred[positive], target[positive]
-    inter, total = float((p * t).sum()), float(p.sum() + t.sum())
-    nan = float("nan")
-    return {"Dice": 2 * inter / total if positive.any() and total else (0.0 if positive.any() else nan),
-            "IoU": inter / (total - inter) if positive.any() and total > inter else (0.0 if positive.any() else nan),
-            "FP rate": float((pred[~positive].sum(1) > 0).float().mean()) if (~positive).any() else nan}
 
 
 class NCS(CubeTask):

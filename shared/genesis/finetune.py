@@ -304,19 +304,26 @@ def _loss(task, out, y, n_class):
 
 
 @torch.no_grad()
-def positive_dice_and_empty_fp(pred, target):
-    """(voxel Dice over the cubes that hold a nodule, pooled over their voxels: NaN without one; the fraction of
-    empty cubes with any voxel predicted: NaN without one). pred, target: N x ... of 0/1. The per-cube mean
-    Dice with smoothing rewards predicting nothing on the empty cubes; these two scores separate the cases."""
+def mask_scores(pred, target):
+    """{"Dice", "IoU"}: pooled over the voxels of the cubes that hold a nodule (NaN without one); "FP rate": the
+    fraction of empty cubes with any voxel predicted (NaN without one). pred, target: N x ... of 0/1. The per-cube
+    mean Dice with smoothing rewards predicting nothing on the empty cubes; these scores separate the cases."""
     pred, target = torch.as_tensor(pred).flatten(1).float(), torch.as_tensor(target).flatten(1).float()
     positive = target.sum(1) > 0
+    nan = float("nan")
+    dice = iou = nan
     if positive.any():
         p, t = pred[positive], target[positive]
-        dice = float(2 * (p * t).sum() / (p.sum() + t.sum()))
-    else:
-        dice = float("nan")
-    fp = float((pred[~positive].sum(1) > 0).float().mean()) if (~positive).any() else float("nan")
-    return dice, fp
+        inter, total = float((p * t).sum()), float(p.sum() + t.sum())  # total >= the true voxels > 0
+        dice, iou = 2 * inter / total, inter / (total - inter)
+    fp = float((pred[~positive].sum(1) > 0).float().mean()) if (~positive).any() else nan
+    return {"Dice": dice, "IoU": iou, "FP rate": fp}
+
+
+def positive_dice_and_empty_fp(pred, target):
+    """(voxel Dice on the nodule cubes, false-positive rate on the empty ones): see mask_scores."""
+    scores = mask_scores(pred, target)
+    return scores["Dice"], scores["FP rate"]
 
 
 @torch.no_grad()
